@@ -1,0 +1,33 @@
+# The two commands of README.md. Each does its own set-up: it makes .venv if missing and installs into it.
+SHELL := /bin/bash
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install check-sync
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is needed, found {sys.version}"'
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+# Main job: every lesson on the embedded data, small size, into results/ (results/report.md).
+run: $(STAMP)
+	$(BIN)/lesson7 all --out results
+
+# All tests: notebooks and library in sync and clean, every notebook under nbdev-test, then pytest.
+test: $(STAMP) check-sync
+	$(BIN)/nbdev-test --n_workers 1 --timing
+	$(BIN)/pytest -q tests
+
+check-sync: $(STAMP)
+	@state() { git status --porcelain; git diff; }; before="$$(state)"; \
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean; \
+	if [ "$$before" != "$$(state)" ]; then \
+	  echo "nbdev-export/nbdev-clean changed files: the notebooks and lessons_lib/ are out of sync, or a notebook is not clean."; \
+	  echo "Commit what they changed (lessons_lib/*.py is generated from nbs/):"; git status --short; exit 1; fi
+	@echo "notebooks and library are in sync"

@@ -1,0 +1,23 @@
+import os, socket, subprocess, sys
+from pathlib import Path
+import pytest
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
+
+@pytest.fixture
+def no_network(monkeypatch):
+    "Make every outgoing connection fail at once, as on a machine without a network."
+    def refuse(*a, **k): raise OSError('network disabled for this test')
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    "An empty LESSONS_CACHE for this test."
+    d = tmp_path/'cache'; monkeypatch.setenv('LESSONS_CACHE', str(d)); return d
+
+def lesson7(*args, env=None, timeout=600):
+    "Run the `lesson7` console script; return the CompletedProcess."
+    return subprocess.run([str(BIN/'lesson7'), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
