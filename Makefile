@@ -21,7 +21,7 @@ run: $(STAMP)
 
 # All tests: notebooks and library in sync and clean, every notebook under nbdev-test, then pytest.
 test: $(STAMP) check-sync
-	$(BIN)/nbdev-test --n_workers 1 --timing
+	$(BIN)/nbdev-test --n-workers 1 --timing
 	$(BIN)/pytest -q tests
 
 check-sync: $(STAMP)
