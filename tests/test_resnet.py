@@ -1,0 +1,118 @@
+"Tests of lessons_lib.resnet: conv arithmetic, residual blocks, the ResNet builder, the loss landscape, `lesson7 resnet`."
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from torch import nn
+import torch.nn.functional as F
+from lessons_lib.resnet import (conv_out, conv_transpose_out, conv_stack_sizes, conv_layer, ResBlock, DenseBlock,
+                                ResNet, RandomShift, loss_landscape, filter_normalized_direction, n_conv_layers)
+
+
+def test_conv_arithmetic_matches_torch():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        k, s = int(rng.integers(1, 8)), int(rng.integers(1, 5))
+        p, i = int(rng.integers(0, k // 2 + 1)), int(rng.integers(k, 40))
+        x = torch.zeros(1, 1, i, i + 3)
+        out = nn.Conv2d(1, 1, k, s, p)(x).shape[-2:]
+        assert tuple(out) == (conv_out(i, k, s, p), conv_out(i + 3, k, s, p)), (i, k, s, p)
+        a = int(rng.integers(0, s))
+        out = nn.ConvTranspose2d(1, 1, k, s, p, output_padding=a)(x).shape[-2:]
+        assert tuple(out) == (conv_transpose_out(i, k, s, p, a), conv_transpose_out(i + 3, k, s, p, a)), (i, k, s, p, a)
+    assert conv_stack_sizes(28, 5) == [28, 14, 7, 4, 2, 1]
+
+
+def test_fresh_residual_block_is_identity():
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 9, 9)
+    for blk in (ResBlock(16), ResBlock(16).eval()):
+        assert torch.equal(blk(x), x)
+    blk = ResBlock(16)
+    with torch.no_grad(): blk.convs[1][1].weight.fill_(1.)      # once trained away from zero, it is not the identity
+    assert not torch.allclose(blk(x), x)
+
+
+def test_block_shapes_and_paths():
+    x = torch.randn(2, 8, 7, 7)
+    blk = ResBlock(8, 16, stride=2)
+    assert blk(x).shape == (2, 16, 4, 4)
+    assert isinstance(blk.idpath[0], nn.AvgPool2d) and blk.idpath[1][0].kernel_size == (1, 1)
+    assert ResBlock(8, 8, stride=2)(x).shape == (2, 8, 4, 4)
+    assert isinstance(ResBlock(8, 16).idpath[0][0], nn.Conv2d)
+    assert not ResBlock(8, skip=False).convs[1][1].weight.eq(0).all()     # no skip: no zero init
+    out = DenseBlock(8, 4)(x)
+    assert out.shape == (2, 12, 7, 7) and torch.equal(out[:, :8], x)
+    assert conv_layer(3, 5, stride=2)(torch.randn(2, 3, 10, 10)).shape == (2, 5, 5, 5)
+
+
+def test_resnet_output_shape_and_encoder():
+    net = ResNet((8, 16, 32), n_blocks=2)
+    assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    assert [n for n, _ in net.named_children()] == ['stem', 'stage1', 'stage2', 'head']
+    assert len(net.stages) == 2 and n_conv_layers(net) == 3 * 2 * 2          # stem + 2 stages, 2 blocks of 2 convs each
+    enc = ResNet((8, 16, 32), n_in=3, n_out=None)
+    assert enc(torch.randn(2, 3, 64, 64)).shape == (2, 32, 16, 16)
+    assert list(net[:-1]._modules) == ['stem', 'stage1', 'stage2']
+    plain = ResNet((8, 16, 32), n_blocks=2, skip=False)
+    assert n_conv_layers(plain) == n_conv_layers(net) and plain(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_random_shift_moves_without_cutting():
+    from fastai.vision.all import TensorImage
+    x = TensorImage(torch.zeros(16, 1, 12, 12)); x[:, :, 4:8, 4:8] = 1.
+    y = RandomShift(pad=2)(x, split_idx=0)
+    assert y.shape == x.shape and torch.equal(y.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
+    assert torch.equal(RandomShift(pad=2)(x, split_idx=1), x)
+
+
+def _trained_tiny_model():
+    torch.manual_seed(0)
+    model = ResNet((4, 8), n_blocks=1)
+    xb, yb = torch.randn(32, 1, 12, 12), torch.randint(0, 10, (32,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(5):
+        loss = F.cross_entropy(model(xb), yb); opt.zero_grad(); loss.backward(); opt.step()
+    return model, xb, yb
+
+
+def test_loss_landscape_grid():
+    model, xb, yb = _trained_tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    coords, Z = loss_landscape(model, xb, yb, steps=7, span=0.5)
+    assert model.training                                                 # its train/eval mode is restored
+    assert Z.shape == (7, 7) and coords.shape == (7,) and torch.isfinite(Z).all()
+    assert coords[3] == 0 and abs(coords[0] + 0.5) < 1e-6
+    with torch.no_grad(): centre = F.cross_entropy(model.eval()(xb), yb).item()
+    assert abs(Z[3, 3].item() - centre) < 1e-5
+    assert Z.std() > 0                                                   # the grid really moves the weights
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # and puts them back
+    with pytest.raises(ValueError, match='even'): loss_landscape(model, xb, yb, steps=6)
+
+
+def test_filter_normalized_direction():
+    model, _, _ = _trained_tiny_model()
+    d = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    for di, p in zip(d, model.parameters()):
+        if p.dim() == 1: assert (di == 0).all()
+        else: assert torch.allclose(di.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-4)
+
+
+def test_cli_tiny(tmp_path):
+    exe = Path(sys.executable).parent/'lesson7'
+    r = subprocess.run([str(exe), 'resnet', '--size', 'tiny', '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = tmp_path/'resnet'
+    m = json.loads((d/'metrics.json').read_text())
+    for k in ('plain_acc', 'resnet_acc', 'resnet_params', 'train_seconds', 'size', 'data', 'cnn_acc', 'plain_params'):
+        assert k in m, k
+    assert m['size'] == 'tiny' and m['data'] == 'embedded' and 0 <= m['resnet_acc'] <= 1 and m['resnet_params'] > 0
+    for f in ('batch.png', 'curves.png', 'landscape.png'):
+        assert (d/f).stat().st_size > 1000, f
+    # --resume loads the checkpoints instead of training again
+    r = subprocess.run([str(exe), 'resnet', '--size', 'tiny', '--out', str(tmp_path), '--resume'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'resnet: resumed from' in r.stdout
+    m2 = json.loads((d/'metrics.json').read_text())
+    assert m2['resnet_acc'] == m['resnet_acc'] and m2['train_seconds'] == m['train_seconds']
