@@ -1,0 +1,49 @@
+"""Training throughput of the handwritten U-Net relative to fastai's DynamicUnet, measured side by side.
+
+Both models are built on copies of the same encoder (the one `lesson7 unet` uses for the size), fed the same
+batches from the same DataLoaders, with the same loss and optimizer. Timing is interleaved (A, B, A, B, ...)
+so that a change in machine load affects both alike; the ratio printed is the median over rounds.
+
+    python bench/unet_throughput.py [--size small|tiny|full] [--rounds 5] [--batches 4]
+"""
+import argparse, statistics, time
+import torch
+from lessons_lib.core import get_config
+from lessons_lib.segdata import seg_path, read_codes, seg_dls
+from lessons_lib.unet import Unet, unet_encoder, unet_settings, unet_schedule, dynamic_unet_learner, seg_learner, n_params
+
+
+def time_steps(learn, batches):
+    "Seconds for one optimizer step per batch in `batches` (forward, loss, backward, step)."
+    model, opt = learn.model.train(), learn.opt
+    t0 = time.perf_counter()
+    for xb, yb in batches:
+        loss = learn.loss_func(model(xb), yb)
+        loss.backward(); opt.step(); opt.zero_grad()
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--size', default='small'); p.add_argument('--rounds', type=int, default=5); p.add_argument('--batches', type=int, default=4)
+    a = p.parse_args(argv)
+    cfg = get_config(size=a.size, pretrained='off')
+    path = seg_path(cfg); codes = read_codes(path); void = codes.index('Void') if 'Void' in codes else None
+    st = unet_schedule(cfg)[0]
+    dls = seg_dls(path, st['size'], st['bs'])
+    encoder = unet_encoder(unet_settings(cfg)['unet']['encoder'], cfg)     # weights do not change the speed
+    learners = {'handwritten': seg_learner(dls, Unet(encoder, len(codes)), len(codes), void),
+                'DynamicUnet': dynamic_unet_learner(dls, encoder, len(codes), void)}
+    batches = [b for _, b in zip(range(a.batches), dls.train)]
+    for l in learners.values():
+        l.create_opt(); time_steps(l, batches[:1])            # warm up: allocator, kernels
+    times = {k: [] for k in learners}
+    for _ in range(a.rounds):
+        for k, l in learners.items(): times[k].append(time_steps(l, batches))
+    n_img = sum(len(xb) for xb, _ in batches)
+    ips = {k: n_img / statistics.median(v) for k, v in times.items()}
+    for k, l in learners.items(): print(f'{k:12s} {n_params(l.model):>10,} params  {ips[k]:7.1f} images/s (median of {a.rounds} rounds)')
+    print(f'throughput ratio handwritten / DynamicUnet: {ips["handwritten"] / ips["DynamicUnet"]:.2f}x')
+
+
+if __name__ == '__main__': main()

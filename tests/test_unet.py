@@ -1,0 +1,153 @@
+"Tests of lessons_lib.unet and lessons_lib.segdata: shapes, hooks, digit scenes, metrics, bad input, the CLI."
+import csv, gc, json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lessons_lib.core import Config
+from lessons_lib.unet import (Unet, UnetSizeError, body_of, count_hooks, handwritten_encoder, acc_nonvoid, seg_confusion,
+                              miou_from_confusion, seg_metrics, icnr_init, PixelShuffleICNR)
+from lessons_lib.segdata import (SCENE_CODES, SCENE_VOID, SegDataError, check_seg_folder, digit_scene, digit_scenes_path,
+                                 label_file, load_digits, write_digit_scenes)
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+    "An isolated LESSONS_CACHE for the module."
+    d = tmp_path_factory.mktemp('cache'); old = os.environ.get('LESSONS_CACHE')
+    os.environ['LESSONS_CACHE'] = str(d)
+    yield d
+    if old is None: del os.environ['LESSONS_CACHE']
+    else: os.environ['LESSONS_CACHE'] = old
+
+
+# ---- the model ----
+
+@pytest.mark.parametrize('encoder', ['handwritten', 'resnet18'])
+@pytest.mark.parametrize('size', [(32, 32), (64, 96), (128, 64)])
+def test_output_shape_equals_input_shape(encoder, size):
+    m = Unet(encoder, n_out=5, cfg=Config(pretrained='off')).eval()
+    with torch.no_grad(): out = m(torch.randn(2, 3, *size))
+    assert out.shape == (2, 5, *size)
+
+
+def test_size_not_multiple_of_stride_is_a_clear_error():
+    m = Unet('handwritten', n_out=3).eval()
+    with pytest.raises(UnetSizeError, match='input size 70x64 is not divisible by .* stride 32'):
+        m(torch.randn(1, 3, 70, 64))
+    padded = Unet('handwritten', n_out=3, pad_input=True).eval()
+    with torch.no_grad(): assert padded(torch.randn(1, 3, 70, 50)).shape == (1, 3, 70, 50)
+
+
+def test_superres_options_and_y_range():
+    m = Unet('handwritten', n_out=3, y_range=(-1., 2.), blur=True, self_attention=True, norm_type='weight')
+    out = m(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 3, 64, 64) and out.min() >= -1 and out.max() <= 2
+
+
+def test_no_hook_growth_over_repeated_construction():
+    enc = body_of(handwritten_encoder())
+    global_hooks = lambda: len(torch.nn.modules.module._global_forward_hooks) + len(torch.nn.modules.module._global_forward_pre_hooks)
+    before, g0 = count_hooks(enc), global_hooks()
+    for _ in range(5):
+        m = Unet(enc, n_out=4)
+        m(torch.randn(1, 3, 64, 64))
+        del m
+    gc.collect()
+    assert count_hooks(enc) == before == 0 and global_hooks() == g0
+
+
+def test_icnr_pixel_shuffle_is_nearest_upsampling_at_init():
+    w = icnr_init(torch.empty(12, 5, 3, 3))
+    x = torch.randn(1, 5, 6, 6)
+    torch.testing.assert_close(F.pixel_shuffle(F.conv2d(x, w, padding=1), 2),
+                               F.interpolate(F.conv2d(x, w[::4], padding=1), scale_factor=2, mode='nearest'))
+    up = PixelShuffleICNR(4, 4).eval()
+    with torch.no_grad(): o = up(torch.ones(1, 4, 8, 8))
+    assert o.shape == (1, 4, 16, 16) and o[..., 2:-2, 2:-2].std(dim=(-2, -1)).max() < 1e-5     # flat per channel
+
+
+# ---- metrics ----
+
+def test_metrics_on_hand_made_tensors_ignore_void():
+    targ = torch.tensor([[0, 0, 1, 1, 2, 2]])           # 2 is void
+    pred = torch.tensor([[0, 1, 1, 1, 0, 1]])
+    logits = F.one_hot(pred, 3).permute(0, 2, 1).float()
+    assert acc_nonvoid(logits, targ, void_code=2).item() == pytest.approx(0.75)
+    cm = seg_confusion(pred, targ, 3, void_code=2)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert miou_from_confusion(cm, void_code=2) == pytest.approx((1/2 + 2/3) / 2)
+    # changing predictions on void pixels changes nothing
+    pred2 = pred.clone(); pred2[0, 4:] = 1
+    assert miou_from_confusion(seg_confusion(pred2, targ, 3, 2), 2) == pytest.approx((1/2 + 2/3) / 2)
+    # a perfect prediction scores 1; a class never predicted scores 0 in the mean
+    assert miou_from_confusion(seg_confusion(targ, targ, 3, 2), 2) == 1
+    assert miou_from_confusion(seg_confusion(torch.zeros_like(targ), targ, 3, 2), 2) == pytest.approx(0.5 / 2)
+
+
+def test_fastai_metrics_accumulate_over_batches():
+    targ = torch.tensor([[0, 1, 1, 2]]); logits = F.one_hot(torch.tensor([[0, 1, 0, 0]]), 3).permute(0, 2, 1).float()
+    class L: pred, y = logits, targ
+    acc, miou = seg_metrics(3, void_code=2)
+    for mt in (acc, miou):
+        mt.reset(); mt.accumulate(L()); mt.accumulate(L())
+    assert acc.value == pytest.approx(2/3) and miou.value == pytest.approx((1/2 + 1/2) / 2)
+
+
+# ---- digit scenes ----
+
+def test_digit_scene_deterministic_and_mask_matches_image():
+    x, y, _ = load_digits('training')
+    a = digit_scene(x, y, np.random.default_rng([7, 3]))
+    b = digit_scene(x, y, np.random.default_rng([7, 3]))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    img, mask, used = a
+    assert img.shape[:2] == mask.shape
+    assert set(np.unique(mask)) <= set(range(len(SCENE_CODES)))
+    digit_classes = set(np.unique(mask)) - {0, SCENE_VOID}
+    assert digit_classes and digit_classes <= {int(y[i]) + 1 for i in used}
+    lum = img.astype(float).mean(-1)
+    assert lum[(mask >= 1) & (mask <= 10)].mean() > lum[mask == 0].mean() + 60      # digits are the bright pixels
+
+
+def test_digit_scenes_folder_is_camvid_layout_and_splits_digits(cache):
+    p = digit_scenes_path(10, 5)
+    assert (p/'codes.txt').read_text().split() == SCENE_CODES
+    valid = (p/'valid.txt').read_text().split()
+    assert valid == [f'scene_{k:05d}.png' for k in range(10, 15)]
+    for f in (p/'images').iterdir():
+        assert Image.open(f).size == Image.open(label_file(f)).size
+    rows = list(csv.DictReader(open(p/'digits.csv')))
+    ids = {s: {int(i) for r in rows if r['split'] == s for i in r['mnist_ids'].split()} for s in ('train', 'valid')}
+    assert ids['train'] and ids['valid'] and not ids['train'] & ids['valid']
+    again = write_digit_scenes(cache/'again', 10, 5)
+    for f in ('scene_00000.png', 'scene_00012.png'):
+        assert Image.open(again/'images'/f).tobytes() == Image.open(p/'images'/f).tobytes()
+
+
+def test_bad_segmentation_folders_name_the_file(cache, tmp_path):
+    bad = tmp_path/'bad'; shutil.copytree(digit_scenes_path(10, 5), bad)
+    lf = bad/'labels'/'scene_00004_P.png'
+    Image.fromarray(np.full((64, 64), 40, np.uint8)).save(lf)
+    with pytest.raises(SegDataError, match='scene_00004_P.png has class value 40'): check_seg_folder(bad)
+    Image.fromarray(np.zeros((32, 64), np.uint8)).save(lf)
+    with pytest.raises(SegDataError, match='scene_00004_P.png is 64x32 but its image'): check_seg_folder(bad)
+    lf.unlink()
+    with pytest.raises(SegDataError, match='label file .*scene_00004_P.png for image .*scene_00004.png is missing'): check_seg_folder(bad)
+
+
+# ---- the CLI ----
+
+def test_lesson7_unet_tiny_writes_outputs(cache, tmp_path):
+    exe = Path(sys.executable).parent/'lesson7'
+    r = subprocess.run([str(exe), 'unet', '--size', 'tiny', '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path/'unet'/'metrics.json').read_text())
+    for k in ('acc_nonvoid', 'miou', 'dynamic_unet_acc', 'params', 'train_seconds', 'throughput_ratio'):
+        assert k in m, k
+    assert 0 <= m['acc_nonvoid'] <= 1 and m['params'] > 0
+    assert (tmp_path/'unet'/'unet_results.png').is_file()
