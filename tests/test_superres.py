@@ -1,0 +1,230 @@
+"Tests of lesson 3: crappify, the metrics, the losses, the super-resolution data, inference and the `lesson7 superres` CLI."
+import io, json, os, subprocess, sys, warnings
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from lessons_lib.core import Config, LessonsError
+from lessons_lib.data import photos_path
+from lessons_lib.crappify import (CrappifyError, crappify, crappify_folder, crappify_jpeg, crappy_size, to_rgb,
+                                  watermark_box, watermark_params, _font)
+from lessons_lib.metrics import psnr, ssim, sharpness_ratio
+from lessons_lib.losses import FeatureLoss, gram_matrix, vgg_features
+from lessons_lib.superres import (SRCrops, superres_settings, superres_pairs, superres_generator, upscale_tensor,
+                                  upscale_image, save_generator, load_generator, run)
+
+
+@pytest.fixture(scope='module')
+def photo():
+    return Image.open(photos_path(Config())/'images'/'rocket.jpg')
+
+
+# ---- crappify
+def test_crappify_deterministic_per_name(photo):
+    a, b = crappify_jpeg(photo, 'rocket.jpg'), crappify_jpeg(photo, 'rocket.jpg')
+    assert a == b
+    assert crappify_jpeg(photo, 'other.jpg') != a
+    # the same in another process (python's str hash is salted per process; the seed must not be)
+    code = ("from PIL import Image; from lessons_lib.crappify import crappify_jpeg; import hashlib, sys;"
+            f"print(hashlib.sha256(crappify_jpeg(Image.open({str(photo.filename)!r}), 'rocket.jpg')).hexdigest())")
+    other = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip()
+    import hashlib
+    assert other == hashlib.sha256(a).hexdigest()
+
+
+def test_crappify_three_changes(photo):
+    lr = crappify(photo, 'rocket.jpg')
+    p = watermark_params('rocket.jpg', lr.size)
+    # 1. smaller, bilinear
+    assert lr.size == crappy_size(photo.size) == (256, 171)
+    # 2. different pixels where the text is (white), not elsewhere beyond JPEG noise
+    plain = np.asarray(photo.convert('RGB').resize(lr.size, Image.BILINEAR), float)
+    diff = np.abs(np.asarray(lr, float) - plain).mean(-1)
+    l, t, r, b = watermark_box('rocket.jpg', lr.size)
+    inside, overall = diff[t:b, l:r].mean(), diff.mean()
+    assert inside > 3 * overall, (inside, overall)
+    # 3. a JPEG at quality q: its quantization tables are those PIL writes for q
+    assert lr.format == 'JPEG' and 10 <= p['q'] <= 70
+    ref = io.BytesIO(); Image.new('RGB', (16, 16)).save(ref, 'JPEG', quality=p['q'])
+    assert lr.quantization == Image.open(ref).quantization
+    other = io.BytesIO(); Image.new('RGB', (16, 16)).save(other, 'JPEG', quality=p['q'] + 10)
+    assert lr.quantization != Image.open(other).quantization
+
+
+def test_crappify_course_size(photo):
+    assert crappify(photo, 'rocket.jpg', min_side=96).size == (144, 96)
+
+
+def test_to_rgb_modes():
+    base = Image.new('RGB', (8, 6), (200, 100, 50))
+    for img in [base.convert('L'), base.convert('P'), base.convert('RGBA'), base.convert('LA'), base.convert('CMYK'),
+                Image.fromarray(np.full((6, 8), 40000, np.uint16)), Image.fromarray(np.full((6, 8), 0.5, np.float32))]:
+        out = to_rgb(img)
+        assert out.mode == 'RGB' and out.size == (8, 6), img.mode
+    assert to_rgb(Image.fromarray(np.full((6, 8), 65535, np.uint16))).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_crappify_folder_bad_inputs(tmp_path):
+    src, dest = tmp_path/'src', tmp_path/'out'
+    src.mkdir()
+    base = Image.new('RGB', (128, 96), (30, 120, 200))
+    base.convert('L').save(src/'grey.png'); base.convert('P').save(src/'palette.png'); base.convert('RGBA').save(src/'rgba.png')
+    Image.fromarray(np.full((96, 128), 30000, np.uint16)).save(src/'deep.png')
+    base.resize((40, 30)).save(src/'small.jpg')
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        pairs = crappify_folder(src, min_size=64, dest=dest)
+    assert sorted(d.name for _, d in pairs) == ['deep.jpg', 'grey.jpg', 'palette.jpg', 'rgba.jpg']
+    msgs = [str(w.message) for w in ws]
+    assert any('small.jpg' in m and '40x30' in m for m in msgs), msgs
+    # an interrupted run's temp file is cleaned up and the output is complete
+    (dest/'.grey.jpg.abc123.tmp').write_bytes(b'half')
+    (dest/'grey.jpg').unlink()
+    crappify_folder(src, min_size=64, dest=dest)
+    assert not list(dest.glob('.*.tmp')) and Image.open(dest/'grey.jpg').size == (64, 48)
+    # a corrupt file: an error naming it, and no output for it
+    (src/'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
+    with pytest.raises(CrappifyError, match='corrupt.jpg'): crappify_folder(src, min_size=64, dest=dest)
+    assert not (dest/'corrupt.jpg').exists()
+
+
+def test_crappify_folder_no_half_files(tmp_path, monkeypatch):
+    src, dest = tmp_path/'src', tmp_path/'out'
+    src.mkdir(); Image.new('RGB', (128, 96)).save(src/'a.png')
+    def half_then_die(self, data):
+        with open(self, 'wb') as f: f.write(data[:10])
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Path, 'write_bytes', half_then_die)
+    with pytest.raises(KeyboardInterrupt): crappify_folder(src, dest=dest, n_workers=0)
+    assert list(dest.iterdir()) == []
+
+
+def test_crappify_folder_cached_and_variants():
+    d = photos_path(Config())/'images'
+    pairs = crappify_folder(d, variants=2)
+    assert len(pairs) == 20 and all(lr.exists() for _, lr in pairs)
+    mtimes = [lr.stat().st_mtime_ns for _, lr in pairs]
+    assert crappify_folder(d, variants=2) == pairs
+    assert [lr.stat().st_mtime_ns for _, lr in pairs] == mtimes          # nothing rewritten
+    assert Image.open(pairs[1][1]).tobytes() == crappify(Image.open(pairs[1][0]), pairs[1][0].stem + '~1.jpg').tobytes()
+
+
+# ---- metrics
+def test_psnr_known_values():
+    x = torch.rand(2, 3, 20, 24)
+    assert psnr(x, x).item() == float('inf')
+    assert abs(psnr(x, x + 0.1).item() - 20) < 1e-3
+    assert abs(psnr(x, x - 0.05).item() - (-20 * np.log10(0.05))) < 1e-3
+
+
+def test_ssim_against_skimage():
+    from skimage import data as skdata
+    from skimage.metrics import structural_similarity
+    rng = np.random.default_rng(1)
+    for img in [skdata.chelsea()[:80, :100] / 255., skdata.coffee()[100:164, 200:290] / 255.]:
+        other = np.clip(img * 0.9 + rng.normal(0, 0.05, img.shape) + 0.05, 0, 1)
+        ref = structural_similarity(img, other, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                    data_range=1., channel_axis=-1)
+        ours = ssim(torch.tensor(other).permute(2, 0, 1), torch.tensor(img).permute(2, 0, 1)).item()
+        assert abs(ours - ref) < 1e-4, (ours, ref)
+    x = torch.rand(3, 32, 32)
+    assert abs(ssim(x, x).item() - 1) < 1e-6
+
+
+def test_sharpness_ratio():
+    x = torch.rand(3, 40, 40)
+    assert abs(sharpness_ratio(x, x).item() - 1) < 1e-6
+    blur = torch.nn.functional.avg_pool2d(x[None], 3, 1, 1)[0]
+    assert sharpness_ratio(blur, x).item() < 0.5
+
+
+# ---- losses
+def test_gram_matrix_by_hand():
+    x = torch.tensor([[[[1., 2], [3, 4]], [[0, 1], [0, 1]]]])
+    expected = torch.tensor([[[30., 6], [6, 2]]]) / 8
+    assert torch.allclose(gram_matrix(x), expected)
+
+
+@pytest.fixture(scope='module')
+def vgg():
+    return vgg_features(Config(pretrained='off'))
+
+
+def test_feature_loss(vgg):
+    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    out, targ = a.clone().requires_grad_(), b.clone().requires_grad_()
+    with FeatureLoss(vgg) as fl:
+        assert fl(a, a).item() == 0
+        loss = fl(out, targ)
+        assert loss.item() > 0 and all(getattr(fl, n).item() > 0 for n in fl.metric_names)
+        assert len(fl.metric_names) == 7
+        loss.backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0
+    assert targ.grad is None
+    assert all(p.grad is None for p in vgg.parameters())
+    assert sum(len(m._forward_hooks) for m in vgg.modules()) == 0
+
+
+def test_feature_loss_close(vgg):
+    fl = FeatureLoss(vgg)
+    assert sum(len(m._forward_hooks) for m in vgg.modules()) == 3
+    fl.close()
+    assert sum(len(m._forward_hooks) for m in vgg.modules()) == 0
+
+
+# ---- data, generator, inference
+def test_no_train_valid_leakage():
+    cfg = Config(size='tiny')
+    st = superres_settings(cfg)
+    pairs = superres_pairs(cfg, st)
+    train_photos, valid_photos = {p.hr for p in pairs['train']}, {p.hr for p in pairs['valid']}
+    assert valid_photos and train_photos and not train_photos & valid_photos
+    assert len(train_photos | valid_photos) == 10
+    ds = SRCrops(pairs['valid'], 64, train=False, crops_per_photo=2)
+    assert {p.hr for p in ds.pairs} == valid_photos and len(ds) == 2 * len(valid_photos)
+    tr = SRCrops(pairs['train'], 64, n=16)
+    x, y = tr[0]
+    assert x.shape == y.shape == (3, 64, 64)
+
+
+def test_whole_photo_inference_odd_sizes(tmp_path):
+    gen = superres_generator(Config(size='tiny', pretrained='off'))
+    for h, w in [(37, 53), (75, 139), (1, 33), (600, 70)]:
+        assert upscale_tensor(gen, torch.rand(3, h, w)).shape == (3, h, w)
+    img = Image.new('RGB', (51, 29), (10, 20, 30))
+    assert upscale_image(gen, img).size == (102, 58)
+    assert upscale_image(gen, img, size=(77, 41)).size == (77, 41)
+    ck = save_generator(gen, tmp_path/'g.pth')
+    g2 = load_generator(ck, Config(size='tiny'))
+    x = torch.rand(3, 40, 40)
+    assert torch.allclose(upscale_tensor(g2, x), upscale_tensor(gen, x))
+
+
+def test_run_image_errors(tmp_path):
+    with pytest.raises(LessonsError, match='no such file'): run(Config(size='tiny'), tmp_path, image=tmp_path/'missing.png')
+    (tmp_path/'notes.txt').write_text('hello')
+    with pytest.raises(LessonsError, match='not a readable image'): run(Config(size='tiny'), tmp_path, image=tmp_path/'notes.txt')
+
+
+def test_cli_superres_tiny(tmp_path):
+    exe = str(Path(sys.executable).parent/'lesson7')
+    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = tmp_path/'superres'
+    m = json.loads((d/'metrics.json').read_text())
+    for k in ['psnr_bicubic', 'psnr_mse', 'psnr_feature', 'ssim_bicubic', 'ssim_mse', 'ssim_feature',
+              'sharpness_bicubic', 'sharpness_mse', 'sharpness_feature', 'train_seconds']:
+        assert isinstance(m[k], float), k
+    assert (d/'superres_grid.png').stat().st_size > 0 and (d/'crappify.png').is_file()
+    assert (d/'generator_mse.pth').is_file() and (d/'generator_feature.pth').is_file()
+    # --image reuses the trained generator
+    img = tmp_path/'small.png'; Image.new('RGB', (45, 31), (90, 60, 30)).save(img)
+    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path), '--image', str(img)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Image.open(d/'small_x2.png').size == (90, 62)
+    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path), '--image', str(tmp_path/'nope.jpg')],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and 'nope.jpg: no such file' in r.stderr and 'Traceback' not in r.stderr
