@@ -16,7 +16,7 @@ import torch
 
 # %% auto #0
 __all__ = ['CHOICES', 'ENV_PREFIX', 'LessonsError', 'ConfigError', 'Config', 'get_config', 'pick', 'get_device',
-           'seed_everything', 'atomic_write', 'save_json']
+           'seed_everything', 'atomic_write', 'save_json', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #9535834c
 class LessonsError(Exception):
@@ -99,7 +99,7 @@ def seed_everything(cfg: Config):
     from fastai.torch_core import set_seed
     set_seed(cfg.seed, reproducible=True)
 
-# %% ../nbs/00_core.ipynb #187db957
+# %% ../nbs/00_core.ipynb #8871dc7c
 def atomic_write(path, write_fn):
     "Call `write_fn(tmp_path)` then atomically rename the temp file to `path`; no half file is ever left at `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,3 +114,9 @@ def atomic_write(path, write_fn):
 def save_json(obj, path):
     "Write `obj` as indented JSON to `path`, atomically."
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + '\n'))
+
+def save_figure(fig, path):
+    "Save matplotlib `fig` as a PNG at `path` (80 dpi, tight), atomically, and close it."
+    import matplotlib.pyplot as plt
+    try: return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight'))
+    finally: plt.close(fig)

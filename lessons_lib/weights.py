@@ -13,8 +13,8 @@ from torch import nn
 from .core import Config, LessonsError, atomic_write
 
 # %% auto #0
-__all__ = ['ARCH_WEIGHTS', 'WeightsError', 'CheckpointError', 'imagenet_weights', 'weights_file', 'pretrained_model',
-           'save_checkpoint', 'load_checkpoint', 'load_weights']
+__all__ = ['ARCH_WEIGHTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'WeightsError', 'CheckpointError', 'imagenet_weights', 'weights_file',
+           'pretrained_model', 'ImageNetNorm', 'save_checkpoint', 'load_checkpoint', 'load_weights']
 
 # %% ../nbs/00b_weights.ipynb #440361bc
 class WeightsError(LessonsError):
@@ -61,7 +61,18 @@ def pretrained_model(name, cfg: Config) -> nn.Module:
     model.load_state_dict(sd); model.is_pretrained = True
     return model
 
-# %% ../nbs/00b_weights.ipynb #e9577b7f
+# %% ../nbs/00b_weights.ipynb #9557a5ab
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+class ImageNetNorm(nn.Module):
+    "Normalise [0, 1] images `(n, 3, h, w)` with the ImageNet mean and std (buffers, not saved in checkpoints)."
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('mean', torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
+        self.register_buffer('std', torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
+    def forward(self, x): return (x - self.mean) / self.std
+
+# %% ../nbs/00b_weights.ipynb #1134f5fe
 def save_checkpoint(obj, path) -> Path:
     "`torch.save(obj)` to `path` atomically."
     return atomic_write(path, lambda p: torch.save(obj, p))
