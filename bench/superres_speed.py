@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from PIL import Image, ImageDraw
 
-from lessons_lib.core import Config, get_device
+from lessons_lib.core import Config, get_device, bf16_is_fast
 from lessons_lib.data import photos_path
 from lessons_lib.crappify import crappify_folder, watermark_params, _font
-from lessons_lib.losses import FeatureLoss, vgg_features, bf16_is_fast
+from lessons_lib.losses import FeatureLoss, vgg_features
 from lessons_lib.superres import superres_settings, superres_pairs, superres_generator, SRCrops
 
 

@@ -2,23 +2,27 @@
 
 Both models are built on copies of the same encoder (the one `lesson7 unet` uses for the size), fed the same
 batches from the same DataLoaders, with the same loss and optimizer. Timing is interleaved (A, B, A, B, ...)
-so that a change in machine load affects both alike; the ratio printed is the median over rounds.
+so that a change in machine load affects both alike; the ratio printed is the median over rounds. Precision is
+training's: bfloat16 autocast where `bf16_is_fast` says so (as `BF16Autocast` does), else float32; `--precision`
+forces one.
 
-    python bench/unet_throughput.py [--size small|tiny|full] [--rounds 5] [--batches 4]
+    python bench/unet_throughput.py [--size small|tiny|full] [--rounds 5] [--batches 4] [--precision auto|bf16|fp32]
 """
-import argparse, statistics, time
+import argparse, contextlib, statistics, time
 import torch
-from lessons_lib.core import get_config
+from lessons_lib.core import get_config, bf16_is_fast
 from lessons_lib.segdata import seg_path, read_codes, seg_dls
-from lessons_lib.unet import Unet, unet_encoder, unet_settings, unet_schedule, dynamic_unet_learner, seg_learner, n_params
+from lessons_lib.unet import Unet, unet_encoder, unet_settings, unet_schedule, dynamic_unet_learner, seg_learner, n_params, BF16Autocast
 
 
 def time_steps(learn, batches):
-    "Seconds for one optimizer step per batch in `batches` (forward, loss, backward, step)."
+    "Seconds for one optimizer step per batch in `batches` (forward, loss, backward, step), in the learner's precision."
     model, opt = learn.model.train(), learn.opt
+    bf16 = any(isinstance(cb, BF16Autocast) for cb in learn.cbs)
     t0 = time.perf_counter()
     for xb, yb in batches:
-        loss = learn.loss_func(model(xb), yb)
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = learn.loss_func(model(xb).float(), yb)
         loss.backward(); opt.step(); opt.zero_grad()
     return time.perf_counter() - t0
 
@@ -26,14 +30,18 @@ def time_steps(learn, batches):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', default='small'); p.add_argument('--rounds', type=int, default=5); p.add_argument('--batches', type=int, default=4)
+    p.add_argument('--precision', default='auto', choices=['auto', 'bf16', 'fp32'])
     a = p.parse_args(argv)
     cfg = get_config(size=a.size, pretrained='off')
     path = seg_path(cfg); codes = read_codes(path); void = codes.index('Void') if 'Void' in codes else None
     st = unet_schedule(cfg)[0]
     dls = seg_dls(path, st['size'], st['bs'])
     encoder = unet_encoder(unet_settings(cfg)['unet']['encoder'], cfg)     # weights do not change the speed
-    learners = {'handwritten': seg_learner(dls, Unet(encoder, len(codes)), len(codes), void),
-                'DynamicUnet': dynamic_unet_learner(dls, encoder, len(codes), void)}
+    bf16 = None if a.precision == 'auto' else a.precision == 'bf16'
+    learners = {'handwritten': seg_learner(dls, Unet(encoder, len(codes)), len(codes), void, bf16=bf16),
+                'DynamicUnet': dynamic_unet_learner(dls, encoder, len(codes), void, bf16=bf16)}
+    print(f"precision: {'bfloat16' if any(isinstance(cb, BF16Autocast) for cb in learners['handwritten'].cbs) else 'float32'} "
+          f"(bf16_is_fast: {bf16_is_fast(dls.device)}), batch {st['bs']}")
     batches = [b for _, b in zip(range(a.batches), dls.train)]
     for l in learners.values():
         l.create_opt(); time_steps(l, batches[:1])            # warm up: allocator, kernels

@@ -15,7 +15,7 @@ warnings.filterwarnings('ignore', message='The pynvml package is deprecated')
 import torch
 
 # %% auto #0
-__all__ = ['CHOICES', 'ENV_PREFIX', 'LessonsError', 'ConfigError', 'Config', 'get_config', 'pick', 'get_device',
+__all__ = ['CHOICES', 'ENV_PREFIX', 'LessonsError', 'ConfigError', 'Config', 'get_config', 'pick', 'get_device', 'bf16_is_fast',
            'seed_everything', 'atomic_write', 'save_json', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #9535834c
@@ -86,13 +86,20 @@ def pick(cfg: Config, **by_size):
         raise ConfigError(f"size={cfg.size!r} has no setting here; defined for: {', '.join(by_size)}")
     return by_size[cfg.size]
 
-# %% ../nbs/00_core.ipynb #6d61ee3c
+# %% ../nbs/00_core.ipynb #790e05c7
 def get_device(cfg: Config) -> torch.device:
     "The torch device for `cfg`: with 'auto', CUDA if present, then Apple's MPS, then the CPU."
     if cfg.device != 'auto': return torch.device(cfg.device)
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+def bf16_is_fast(device) -> bool:
+    "Whether bfloat16 autocast speeds up convolutions on `device`: a CUDA GPU with bf16, or a CPU with native bf16 (oneDNN)."
+    device = torch.device(device)
+    if device.type == 'cuda': return torch.cuda.is_bf16_supported()
+    if device.type == 'cpu': return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
 
 def seed_everything(cfg: Config):
     "Seed python, numpy and torch from `cfg.seed` (fastai's `set_seed`)."

@@ -133,11 +133,11 @@ def check_seg_folder(path, codes=None) -> list[Path]:
             raise SegDataError(f"label file {lf} has class value {top}, but codes.txt lists only {len(codes)} classes (0..{len(codes)-1})")
     return imgs
 
-# %% ../nbs/02a_segdata.ipynb #d8d742c4
+# %% ../nbs/02a_segdata.ipynb #e2aebc30
 def seg_path(cfg: Config) -> Path:
     "CamVid (`data=course`) or a digit-scenes folder sized by `cfg.size`, checked by `check_seg_folder`."
     if cfg.data == 'course': path = course_data('CAMVID')
-    else: path = digit_scenes_path(*pick(cfg, small=(2000, 300), full=(8000, 1000), tiny=(48, 16)), size=64, cfg=cfg)
+    else: path = digit_scenes_path(*pick(cfg, small=(3000, 300), full=(8000, 1000), tiny=(48, 16)), size=64, cfg=cfg)
     check_seg_folder(path)
     return path
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from lessons_lib.core import Config
 from lessons_lib.unet import (Unet, UnetSizeError, body_of, count_hooks, handwritten_encoder, acc_nonvoid, seg_confusion,
-                              miou_from_confusion, seg_metrics, icnr_init, PixelShuffleICNR)
+                              miou_from_confusion, seg_metrics, icnr_init, PixelShuffleICNR,
+                              seg_learner, BF16Autocast)
 from lessons_lib.segdata import (SCENE_CODES, SCENE_VOID, SegDataError, check_seg_folder, digit_scene, digit_scenes_path,
                                  label_file, load_digits, write_digit_scenes)
 
@@ -96,6 +97,33 @@ def test_fastai_metrics_accumulate_over_batches():
     for mt in (acc, miou):
         mt.reset(); mt.accumulate(L()); mt.accumulate(L())
     assert acc.value == pytest.approx(2/3) and miou.value == pytest.approx((1/2 + 1/2) / 2)
+
+
+
+def test_bf16_autocast_trains_in_bfloat16_and_reports_float32():
+    "`BF16Autocast` runs the forward pass in bfloat16 on the CPU, hands float32 predictions on, and leaves no autocast open."
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.callback.core import Callback
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 3, (8, 32, 32))
+    dl = DataLoader(list(zip(x, y)), bs=4)
+    dls = DataLoaders(dl, DataLoader(list(zip(x, y)), bs=4), device='cpu')
+    seen = {}
+    class Spy(Callback):
+        order = 11                                    # after BF16Autocast's order 10
+        def after_pred(self):
+            seen.setdefault('pred', self.pred.dtype)
+            seen.setdefault('inside', torch.is_autocast_enabled('cpu'))
+    model = Unet(handwritten_encoder(), 3)
+    learn = seg_learner(dls, model, 3, bf16=True, cbs=[Spy()])
+    assert any(isinstance(cb, BF16Autocast) for cb in learn.cbs)
+    before = [p.detach().clone() for p in model.parameters()]
+    learn.fit(1, 1e-3)
+    assert seen == dict(pred=torch.float32, inside=True)
+    assert not torch.is_autocast_enabled('cpu')
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not any(isinstance(cb, BF16Autocast) for cb in seg_learner(dls, Unet(handwritten_encoder(), 3), 3, bf16=False).cbs)
 
 
 # ---- digit scenes ----
