@@ -15,7 +15,7 @@ from .weights import pretrained_model, ImageNetNorm
 
 # %% auto #0
 __all__ = ['COURSE_LAYER_IDS', 'COURSE_LAYER_WEIGHTS', 'COURSE_GRAM_WEIGHT', 'gram_matrix', 'pool_layer_ids', 'vgg_features',
-           'FeatureLoss']
+           'FeatureLoss', 'feature_loss']
 
 # %% ../nbs/03b_losses.ipynb #4d592315
 def gram_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +42,7 @@ def vgg_features(cfg: Config | None = None, last: int = max(COURSE_LAYER_IDS), s
     feats.is_pretrained = vgg.is_pretrained
     return feats
 
-# %% ../nbs/03b_losses.ipynb #b2148b44
+# %% ../nbs/03b_losses.ipynb #685ed2dc
 class FeatureLoss(nn.Module):
     "Pixel L1 + `layer_wgts`-weighted L1 of VGG activations at `layer_ids` + `gram_wgt`·w² L1 of their gram matrices."
     def __init__(self, m_feat: nn.Module, layer_ids=COURSE_LAYER_IDS, layer_wgts=COURSE_LAYER_WEIGHTS, gram_wgt=COURSE_GRAM_WEIGHT, amp=False):
@@ -79,3 +79,9 @@ class FeatureLoss(nn.Module):
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
+
+def feature_loss(cfg: Config, device=None) -> FeatureLoss:
+    "The course's `FeatureLoss` as the lessons train with it: `vgg_features(cfg)` on `device`, in bfloat16 where that is fast."
+    from lessons_lib.core import get_device
+    device = torch.device(device or get_device(cfg))
+    return FeatureLoss(vgg_features(cfg).to(device), amp=bf16_is_fast(device))
