@@ -33,17 +33,19 @@ def step_times(cfg, reps, encoder=None, widths=None):
     bf16 = bf16_is_fast(dev)
     mse, fl = nn.MSELoss(), FeatureLoss(vgg_features(cfg).to(dev), amp=bf16)      # exactly as in training
     fl32 = FeatureLoss(vgg_features(cfg).to(dev)) if bf16 else None                # for hardware without fast bf16
-    def step(loss_func):
+    def step(loss_func, amp=bf16):
+        "One training step; the forward pass and loss under bfloat16 autocast where training has it (`BF16Autocast`)."
         t0 = time.perf_counter()
-        loss = loss_func(gen(x), y)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            loss = loss_func(gen(x), y)
         opt.zero_grad(); loss.backward(); opt.step()
         if dev.type == 'cuda': torch.cuda.synchronize()
         return time.perf_counter() - t0
-    losses = dict(mse=mse, feature=fl, **({'feature_fp32': fl32} if fl32 else {}))
-    for f in losses.values(): step(f)                     # warm-up
-    times = {k: [] for k in losses}
+    runs = dict(mse=(mse, bf16), feature=(fl, bf16), **({'mse_fp32': (mse, False), 'feature_fp32': (fl32, False)} if fl32 else {}))
+    for f, amp in runs.values(): step(f, amp)             # warm-up
+    times = {k: [] for k in runs}
     for _ in range(reps):
-        for k, f in losses.items(): times[k].append(step(f))
+        for k, (f, amp) in runs.items(): times[k].append(step(f, amp))
     for f in (fl, fl32):
         if f is not None: f.close()
     return dict(encoder=f"{gen.arch['encoder']} ({gen.arch['widths']} widths)", batch=f'{stage.bs}x3x{stage.size}x{stage.size}', bf16=bf16,
@@ -91,10 +93,11 @@ if __name__ == '__main__':
     gens = [(a.encoder, a.widths)] if a.encoder or a.widths else [(None, None), ('resnet34', 'fastai')]
     for enc, widths in gens:      # the size's generator (as trained), then the course's resnet34 U-Net
         s = step_times(cfg, a.reps, enc, widths)
-        print(f"training step, {s['encoder']} U-Net generator, batch {s['batch']}, VGG in bfloat16: {s['bf16']}:")
+        print(f"training step, {s['encoder']} U-Net generator, batch {s['batch']}, in bfloat16 (as training): {s['bf16']}:")
         print(f"  MSE {s['mse']:.3f} s, FeatureLoss {s['feature']:.3f} s -> FeatureLoss / MSE = {s['feature'] / s['mse']:.2f} (target <= 2)")
         if 'feature_fp32' in s:
-            print(f"  (with VGG in float32, as on hardware without fast bfloat16: {s['feature_fp32']:.3f} s -> {s['feature_fp32'] / s['mse']:.2f})")
+            print(f"  (all in float32, as on hardware without fast bfloat16: MSE {s['mse_fp32']:.3f} s, FeatureLoss {s['feature_fp32']:.3f} s"
+                  f" -> {s['feature_fp32'] / s['mse_fp32']:.2f})")
     if a.skip_crappify: raise SystemExit
     n, c = crappify_speeds(a.copies)
     print(f'crappify, {n} images (the 10 embedded photos x {a.copies} names):')

@@ -24,12 +24,13 @@ from .segdata import seg_path, read_codes, seg_dls
 from .resnet import ResNet, n_params, conv_layer as resnet_conv_layer
 
 # %% auto #0
-__all__ = ['NORM_TYPES', 'HANDWRITTEN_NFS', 'WIDTHS', 'icnr_init', 'blur_layer', 'norm_conv_layer', 'PixelShuffleICNR',
-           'upsampler_demo', 'body_of', 'set_in_channels', 'handwritten_encoder', 'unet_encoder', 'encoder_sizes',
-           'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet', 'count_hooks', 'default_encoder',
-           'build_unet', 'unet_splitter', 'pretrain_encoder', 'acc_nonvoid', 'seg_confusion', 'miou_from_confusion',
-           'ConfusionMetric', 'seg_metrics', 'BF16Autocast', 'seg_learner', 'dynamic_unet_learner', 'unet_schedule',
-           'fit_stages', 'learner_summary', 'results_figure', 'unet_settings', 'unet_encoder_for', 'run']
+__all__ = ['NORM_TYPES', 'HANDWRITTEN_NFS', 'HANDWRITTEN_ENCODERS', 'WIDTHS', 'icnr_init', 'blur_layer', 'norm_conv_layer',
+           'PixelShuffleICNR', 'upsampler_demo', 'body_of', 'set_in_channels', 'handwritten_encoder', 'unet_encoder',
+           'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet', 'count_hooks',
+           'default_encoder', 'build_unet', 'unet_splitter', 'pretrain_encoder', 'acc_nonvoid', 'seg_confusion',
+           'miou_from_confusion', 'ConfusionMetric', 'seg_metrics', 'BF16Autocast', 'precision_cbs', 'seg_learner',
+           'dynamic_unet_learner', 'unet_schedule', 'fit_stages', 'learner_summary', 'results_figure', 'unet_settings',
+           'unet_encoder_for', 'run']
 
 # %% ../nbs/02_unet.ipynb #e03a2b3d
 def icnr_init(w: torch.Tensor, scale=2, init=nn.init.kaiming_normal_) -> torch.Tensor:
@@ -128,8 +129,10 @@ def set_in_channels(body: nn.Module, n_in: int) -> nn.Module:
     setattr(parent, name.rpartition('.')[2], new)
     return body
 
-# %% ../nbs/02_unet.ipynb #a04dbad8
+# %% ../nbs/02_unet.ipynb #f269aed6
 HANDWRITTEN_NFS = (8, 16, 32, 64, 64)   # stride-2 stem + 4 stride-2 stages: total stride 32, like a torchvision ResNet
+HANDWRITTEN_ENCODERS = {'handwritten': HANDWRITTEN_NFS,                 # segmentation (this lesson)
+                        'handwritten_wide': (16, 32, 64, 128, 128)}     # twice the channels: lesson 3's generator
 
 def handwritten_encoder(nfs=HANDWRITTEN_NFS, n_in=3, n_blocks=1) -> ResNet:
     "Lesson 1's `ResNet` without head, its stem made stride 2."
@@ -140,7 +143,7 @@ def handwritten_encoder(nfs=HANDWRITTEN_NFS, n_in=3, n_blocks=1) -> ResNet:
 def unet_encoder(encoder, cfg: Config | None = None, n_in=3) -> nn.Sequential:
     "Body for `encoder`: a torchvision name (e.g. 'resnet34', via `pretrained_model`), 'handwritten', or a module."
     if isinstance(encoder, str):
-        if encoder == 'handwritten': model = handwritten_encoder(n_in=n_in)
+        if encoder in HANDWRITTEN_ENCODERS: model = handwritten_encoder(HANDWRITTEN_ENCODERS[encoder], n_in=n_in)
         else: model = pretrained_model(encoder, cfg or get_config())
     elif isinstance(encoder, nn.Module): model = encoder
     else: raise LessonsError(f"encoder must be an architecture name or an nn.Module, got {type(encoder).__name__}")
@@ -326,7 +329,7 @@ def seg_metrics(n_classes, void_code=None) -> list:
     return [ConfusionMetric('acc_nonvoid', acc, n_classes, void_code),
             ConfusionMetric('miou', lambda cm: miou_from_confusion(cm, void_code), n_classes, void_code)]
 
-# %% ../nbs/02_unet.ipynb #4f593189
+# %% ../nbs/02_unet.ipynb #f01f861a
 def _seg_loss(void_code):
     from fastai.losses import CrossEntropyLossFlat
     return CrossEntropyLossFlat(axis=1, ignore_index=void_code if void_code is not None else -100)
@@ -344,11 +347,13 @@ class BF16Autocast(Callback):
     def _close(self):
         if self.autocast is not None: self.autocast.__exit__(None, None, None); self.autocast = None
 
+def precision_cbs(device, bf16=None, cbs=None) -> list:
+    "`cbs` plus a `BF16Autocast` if `bf16` (None: if `bf16_is_fast(device)`)."
+    return ([BF16Autocast()] if (bf16_is_fast(device) if bf16 is None else bf16) else []) + list(cbs or [])
+
 def _seg_cbs(dls, bf16, cbs=None):
-    "`cbs` plus a `BF16Autocast` if `bf16` (None: if `bf16_is_fast` on the data's device)."
     from fastai.torch_core import default_device
-    fast = bf16_is_fast(dls.device or default_device())             # fastai's DataLoaders: device None means its default
-    return ([BF16Autocast()] if (fast if bf16 is None else bf16) else []) + list(cbs or [])
+    return precision_cbs(dls.device or default_device(), bf16, cbs)    # fastai's DataLoaders: device None means its default
 
 def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
     "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`; `bf16` (None: if fast)."

@@ -228,3 +228,14 @@ def test_cli_superres_tiny(tmp_path):
     r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path), '--image', str(tmp_path/'nope.jpg')],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and 'nope.jpg: no such file' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_small_generator_is_the_wide_handwritten_unet_and_reloads(tmp_path):
+    "`small` trains the widened handwritten encoder; a checkpoint names it, so `load_generator` rebuilds the same shapes."
+    gen = superres_generator(Config(size='small', pretrained='off'))
+    assert gen.arch['encoder'] == 'handwritten_wide'
+    narrow = superres_generator(Config(size='small', pretrained='off'), encoder='handwritten')
+    assert sum(p.numel() for p in gen.parameters()) > 2 * sum(p.numel() for p in narrow.parameters())
+    g2 = load_generator(save_generator(gen, tmp_path/'g.pth'), Config(size='tiny'))   # the checkpoint's arch wins over the size
+    assert g2.arch == gen.arch
+    assert {k: v.shape for k, v in g2.state_dict().items()} == {k: v.shape for k, v in gen.state_dict().items()}

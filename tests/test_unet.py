@@ -11,7 +11,7 @@ from PIL import Image
 from lessons_lib.core import Config
 from lessons_lib.unet import (Unet, UnetSizeError, body_of, count_hooks, handwritten_encoder, acc_nonvoid, seg_confusion,
                               miou_from_confusion, seg_metrics, icnr_init, PixelShuffleICNR,
-                              seg_learner, BF16Autocast)
+                              seg_learner, BF16Autocast, precision_cbs)
 from lessons_lib.segdata import (SCENE_CODES, SCENE_VOID, SegDataError, check_seg_folder, digit_scene, digit_scenes_path,
                                  label_file, load_digits, write_digit_scenes)
 
@@ -179,3 +179,13 @@ def test_lesson7_unet_tiny_writes_outputs(cache, tmp_path):
         assert k in m, k
     assert 0 <= m['acc_nonvoid'] <= 1 and m['params'] > 0
     assert (tmp_path/'unet'/'unet_results.png').is_file()
+
+
+def test_precision_cbs_adds_bf16_autocast_as_asked():
+    "`precision_cbs` adds one `BF16Autocast` when asked, none when not, and by default where bfloat16 is fast."
+    from lessons_lib.core import bf16_is_fast
+    other = object()
+    assert [type(c) for c in precision_cbs('cpu', bf16=True, cbs=[other])][0] is BF16Autocast
+    assert precision_cbs('cpu', bf16=True, cbs=[other])[1] is other
+    assert precision_cbs('cpu', bf16=False, cbs=[other]) == [other]
+    assert len(precision_cbs('cpu')) == int(bf16_is_fast(torch.device('cpu')))
