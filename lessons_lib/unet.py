@@ -329,7 +329,7 @@ def seg_metrics(n_classes, void_code=None) -> list:
     return [ConfusionMetric('acc_nonvoid', acc, n_classes, void_code),
             ConfusionMetric('miou', lambda cm: miou_from_confusion(cm, void_code), n_classes, void_code)]
 
-# %% ../nbs/02_unet.ipynb #f01f861a
+# %% ../nbs/02_unet.ipynb #1f2d6291
 def _seg_loss(void_code):
     from fastai.losses import CrossEntropyLossFlat
     return CrossEntropyLossFlat(axis=1, ignore_index=void_code if void_code is not None else -100)
@@ -347,26 +347,24 @@ class BF16Autocast(Callback):
     def _close(self):
         if self.autocast is not None: self.autocast.__exit__(None, None, None); self.autocast = None
 
-def precision_cbs(device, bf16=None, cbs=None) -> list:
-    "`cbs` plus a `BF16Autocast` if `bf16` (None: if `bf16_is_fast(device)`)."
-    return ([BF16Autocast()] if (bf16_is_fast(device) if bf16 is None else bf16) else []) + list(cbs or [])
-
-def _seg_cbs(dls, bf16, cbs=None):
+def precision_cbs(device=None, bf16=None, cbs=None) -> list:
+    "`cbs` plus a `BF16Autocast` if `bf16` (None: if `bf16_is_fast(device)`; device None: fastai's default, as `DataLoaders`)."
     from fastai.torch_core import default_device
-    return precision_cbs(dls.device or default_device(), bf16, cbs)    # fastai's DataLoaders: device None means its default
+    if bf16 is None: bf16 = bf16_is_fast(device or default_device())
+    return ([BF16Autocast()] if bf16 else []) + list(cbs or [])
 
 def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
     "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`; `bf16` (None: if fast)."
     from fastai.learner import Learner
     return Learner(dls, model, loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code),
-                   splitter=unet_splitter, cbs=_seg_cbs(dls, bf16, cbs), **kwargs)
+                   splitter=unet_splitter, cbs=precision_cbs(dls.device, bf16, cbs), **kwargs)
 
 def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
     "fastai's `unet_learner` (`DynamicUnet`) on a copy of `encoder`, with the loss, metrics and precision of `seg_learner`."
     from fastai.vision.learner import unet_learner
     body = copy.deepcopy(encoder)
     return unet_learner(dls, lambda **_: body, cut=lambda m: m, pretrained=False, normalize=False, n_out=n_classes,
-                        loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), cbs=_seg_cbs(dls, bf16, cbs), **kwargs)
+                        loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), cbs=precision_cbs(dls.device, bf16, cbs), **kwargs)
 
 # %% ../nbs/02_unet.ipynb #189d1c03
 def unet_schedule(cfg: Config) -> list[dict]:
