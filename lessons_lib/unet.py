@@ -28,9 +28,9 @@ __all__ = ['NORM_TYPES', 'HANDWRITTEN_NFS', 'HANDWRITTEN_ENCODERS', 'WIDTHS', 'i
            'PixelShuffleICNR', 'upsampler_demo', 'body_of', 'set_in_channels', 'handwritten_encoder', 'unet_encoder',
            'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet', 'count_hooks',
            'default_encoder', 'build_unet', 'unet_splitter', 'pretrain_encoder', 'acc_nonvoid', 'seg_confusion',
-           'miou_from_confusion', 'ConfusionMetric', 'seg_metrics', 'BF16Autocast', 'precision_cbs', 'seg_learner',
-           'dynamic_unet_learner', 'unet_schedule', 'fit_stages', 'learner_summary', 'results_figure', 'unet_settings',
-           'unet_encoder_for', 'run']
+           'miou_from_confusion', 'ConfusionMetric', 'seg_metrics', 'PixelCrossEntropy', 'fused_adam', 'BF16Autocast',
+           'precision_cbs', 'seg_learner', 'dynamic_unet_learner', 'unet_schedule', 'fit_stages', 'learner_summary',
+           'results_figure', 'unet_settings', 'unet_encoder_for', 'run']
 
 # %% ../nbs/02_unet.ipynb #e03a2b3d
 def icnr_init(w: torch.Tensor, scale=2, init=nn.init.kaiming_normal_) -> torch.Tensor:
@@ -198,7 +198,7 @@ def unet_widths(bottom_c, skip_cs, widths='fastai') -> list[tuple]:
         plan.append((up_c, nf)); c = nf
     return plan
 
-# %% ../nbs/02_unet.ipynb #dd0d603a
+# %% ../nbs/02_unet.ipynb #07150297
 class UnetSizeError(LessonsError, ValueError):
     "The input's size does not fit the U-Net's encoder stride."
 
@@ -250,7 +250,7 @@ class Unet(nn.Module):
         for blk, skip in zip(self.blocks, reversed(feats)): h = blk(h, skip)
         h = self.final_up(h)
         if h.shape[-2:] != x.shape[-2:]: h = F.interpolate(h, x.shape[-2:], mode='nearest')
-        if self.last_cross: h = self.final_conv(torch.cat([h, x], dim=1))
+        if self.last_cross: h = self.final_conv(torch.cat([h, x.to(h.dtype)], dim=1))   # under autocast: no float32 copy
         return self.head(h)
 
 # %% ../nbs/02_unet.ipynb #5ab83b20
@@ -329,11 +329,24 @@ def seg_metrics(n_classes, void_code=None) -> list:
     return [ConfusionMetric('acc_nonvoid', acc, n_classes, void_code),
             ConfusionMetric('miou', lambda cm: miou_from_confusion(cm, void_code), n_classes, void_code)]
 
-# %% ../nbs/02_unet.ipynb #1f2d6291
-def _seg_loss(void_code):
-    from fastai.losses import CrossEntropyLossFlat
-    return CrossEntropyLossFlat(axis=1, ignore_index=void_code if void_code is not None else -100)
+# %% ../nbs/02_unet.ipynb #f55dc208
+class PixelCrossEntropy:
+    "Per-pixel cross-entropy of `(n, classes, h, w)` logits, ignoring `ignore_index`; fastai's `activation`/`decodes` for masks."
+    def __init__(self, ignore_index=-100, reduction='mean'): self.ignore_index, self.reduction = ignore_index, reduction
+    def __call__(self, inp, targ):
+        return F.cross_entropy(inp.as_subclass(torch.Tensor), targ.as_subclass(torch.Tensor).long(), ignore_index=self.ignore_index, reduction=self.reduction)
+    def activation(self, x): return F.softmax(x, dim=1)
+    def decodes(self, x): return x.argmax(dim=1)
 
+def _seg_loss(void_code): return PixelCrossEntropy(void_code if void_code is not None else -100)
+
+# %% ../nbs/02_unet.ipynb #2e92c05c
+def fused_adam(params, lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01):
+    "fastai's `Adam` (its defaults, decoupled weight decay) computed by torch's fused `AdamW`, as a fastai `opt_func`."
+    from fastai.optimizer import OptimWrapper
+    return OptimWrapper(params, torch.optim.AdamW, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, fused=True)
+
+# %% ../nbs/02_unet.ipynb #e94a44ad
 class BF16Autocast(Callback):
     "Forward pass and loss under bfloat16 autocast on the model's device (fastai's `MixedPrecision` assumes CUDA)."
     order = 10                                   # where fastai's `MixedPrecision` sits
@@ -354,19 +367,20 @@ def precision_cbs(device=None, bf16=None, cbs=None) -> list:
     return ([BF16Autocast()] if bf16 else []) + list(cbs or [])
 
 def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
-    "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`; `bf16` (None: if fast)."
+    "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`, `fused_adam`; `bf16` (None: if fast)."
     from fastai.learner import Learner
-    return Learner(dls, model, loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code),
-                   splitter=unet_splitter, cbs=precision_cbs(dls.device, bf16, cbs), **kwargs)
+    return Learner(dls, model, loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), splitter=unet_splitter,
+                   cbs=precision_cbs(dls.device, bf16, cbs), **{'opt_func': fused_adam, **kwargs})
 
 def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
-    "fastai's `unet_learner` (`DynamicUnet`) on a copy of `encoder`, with the loss, metrics and precision of `seg_learner`."
+    "fastai's `unet_learner` (`DynamicUnet`) on a copy of `encoder`, with the loss, metrics, optimizer and precision of `seg_learner`."
     from fastai.vision.learner import unet_learner
     body = copy.deepcopy(encoder)
     return unet_learner(dls, lambda **_: body, cut=lambda m: m, pretrained=False, normalize=False, n_out=n_classes,
-                        loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), cbs=precision_cbs(dls.device, bf16, cbs), **kwargs)
+                        loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), cbs=precision_cbs(dls.device, bf16, cbs),
+                        **{'opt_func': fused_adam, **kwargs})
 
-# %% ../nbs/02_unet.ipynb #189d1c03
+# %% ../nbs/02_unet.ipynb #f5a7b090
 def unet_schedule(cfg: Config) -> list[dict]:
     "Training stages for `cfg`: image size, batch size, epochs, learning rate(s), pct_start, frozen encoder."
     st = lambda size, bs, epochs, lr, pct, frozen, wd=None: dict(size=size, bs=bs, epochs=epochs, lr=lr, pct_start=pct, frozen=frozen, wd=wd)
@@ -380,7 +394,7 @@ def unet_schedule(cfg: Config) -> list[dict]:
                 full=[st(None, 32, 2, 1e-2, 0.5, True), st(None, 32, 20, 1e-2, 0.3, False)],
                 tiny=[st(None, 8, 1, 1e-3, 0.5, True), st(None, 8, 1, 1e-3, 0.3, False)])
 
-# %% ../nbs/02_unet.ipynb #db6bbe62
+# %% ../nbs/02_unet.ipynb #1a0840c5
 def fit_stages(learn, stages, make_dls=None, ckpt_dir=None, name='unet', resume=False, pretrained=False) -> list[float]:
     "Train `learn` through `stages` (see `unet_schedule`); return seconds per epoch of the stages run."
     secs, size = [], getattr(learn, 'stage_size', stages[0]['size'])
@@ -398,7 +412,7 @@ def fit_stages(learn, stages, make_dls=None, ckpt_dir=None, name='unet', resume=
         if ckpt is not None: save_checkpoint(learn.model.state_dict(), ckpt)
     return secs
 
-# %% ../nbs/02_unet.ipynb #77842852
+# %% ../nbs/02_unet.ipynb #28b84bae
 def learner_summary(learn, secs_per_epoch: list[float]) -> dict:
     "Final validation accuracy (non-void), mean IoU, parameter count and training seconds of a trained `learn`."
     names = list(learn.recorder.metric_names[1:-1])   # train_loss, valid_loss, metrics...
@@ -433,7 +447,7 @@ def results_figure(learners: dict, dls, n=4, void_code=None):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/02_unet.ipynb #880e2889
+# %% ../nbs/02_unet.ipynb #cd20ac24
 def unet_settings(cfg: Config) -> dict:
     "Size-dependent settings: `unet` (kwargs of `build_unet`) and `pretrain` (kwargs of `pretrain_encoder`, or None)."
     enc = default_encoder(cfg) if cfg.data == 'embedded' else 'resnet34'
@@ -446,7 +460,7 @@ def unet_encoder_for(cfg: Config) -> nn.Sequential:
     enc = unet_encoder(s['unet']['encoder'], cfg)
     return pretrain_encoder(enc, cfg, **s['pretrain']) if s['pretrain'] else enc
 
-# %% ../nbs/02_unet.ipynb #08306015
+# %% ../nbs/02_unet.ipynb #84967213
 def run(cfg: Config, out: Path, resume=False, **opts) -> dict:
     "Run the U-Net lesson for `cfg` into `out`: train both U-Nets, save `unet_results.png`, return the metrics."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,9 @@ from PIL import Image
 from lessons_lib.core import Config
 from lessons_lib.unet import (Unet, UnetSizeError, body_of, count_hooks, handwritten_encoder, acc_nonvoid, seg_confusion,
                               miou_from_confusion, seg_metrics, icnr_init, PixelShuffleICNR,
-                              seg_learner, BF16Autocast, precision_cbs)
+                              seg_learner, BF16Autocast, precision_cbs, PixelCrossEntropy, fused_adam)
 from lessons_lib.segdata import (SCENE_CODES, SCENE_VOID, SegDataError, check_seg_folder, digit_scene, digit_scenes_path,
-                                 label_file, load_digits, write_digit_scenes)
+                                 label_file, load_digits, write_digit_scenes, seg_dls)
 
 
 @pytest.fixture(scope='module')
@@ -100,6 +100,40 @@ def test_fastai_metrics_accumulate_over_batches():
 
 
 
+def test_pixel_cross_entropy_is_fastais_flat_loss_and_ignores_void():
+    from fastai.losses import CrossEntropyLossFlat
+    torch.manual_seed(0)
+    logits, targ = torch.randn(3, 5, 8, 8, requires_grad=True), torch.randint(0, 5, (3, 8, 8))
+    ours, fastai = PixelCrossEntropy(4)(logits, targ), CrossEntropyLossFlat(axis=1, ignore_index=4)(logits, targ)
+    assert torch.allclose(ours, fastai, atol=1e-6)
+    g_ours, = torch.autograd.grad(ours, logits); g_fastai, = torch.autograd.grad(fastai, logits)
+    assert torch.allclose(g_ours, g_fastai, atol=1e-7)
+    moved = logits.detach().clone()
+    void = targ == 4
+    moved[:, 0][void] += 10                                               # predictions at void pixels do not count
+    assert torch.allclose(PixelCrossEntropy(4)(moved, targ), ours.detach(), atol=1e-6)
+    assert (targ == 4).any() and not torch.allclose(PixelCrossEntropy()(moved, targ), PixelCrossEntropy()(logits.detach(), targ))
+    assert torch.equal(PixelCrossEntropy().decodes(logits), logits.argmax(1))
+
+
+def test_fused_adam_steps_like_fastais_adam_with_groups_and_freezing():
+    "Two parameter groups with their own learning rates, the first frozen for a while: the same weights as fastai's Adam."
+    from fastai.optimizer import Adam
+    def train(make_opt):
+        torch.manual_seed(0); model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        opt = make_opt([list(model[0].parameters()), list(model[2].parameters())], lr=1e-2, wd=0.1)
+        opt.set_hyper('lr', [1e-3, 1e-2])
+        for i in range(6):
+            if i == 0: opt.freeze()
+            if i == 3: opt.unfreeze()
+            F.mse_loss(model(torch.randn(16, 4)), torch.randn(16, 2)).backward(); opt.step(); opt.zero_grad()
+        return model
+    ours, fastai = train(fused_adam), train(Adam)
+    torch.manual_seed(0); start = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    for a, b, s in zip(ours.parameters(), fastai.parameters(), start.parameters()):
+        assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, s)
+
+
 def test_bf16_autocast_trains_in_bfloat16_and_reports_float32():
     "`BF16Autocast` runs the forward pass in bfloat16 on the CPU, hands float32 predictions on, and leaves no autocast open."
     from fastai.data.core import DataLoaders
@@ -160,12 +194,26 @@ def test_digit_scenes_folder_is_camvid_layout_and_splits_digits(cache):
 def test_bad_segmentation_folders_name_the_file(cache, tmp_path):
     bad = tmp_path/'bad'; shutil.copytree(digit_scenes_path(10, 5), bad)
     lf = bad/'labels'/'scene_00004_P.png'
+    def fails(match):
+        for load in (check_seg_folder, seg_dls, lambda p: seg_dls(p, in_memory=False)):
+            with pytest.raises(SegDataError, match=match): load(bad)
     Image.fromarray(np.full((64, 64), 40, np.uint8)).save(lf)
-    with pytest.raises(SegDataError, match='scene_00004_P.png has class value 40'): check_seg_folder(bad)
+    fails('scene_00004_P.png has class value 40')
     Image.fromarray(np.zeros((32, 64), np.uint8)).save(lf)
-    with pytest.raises(SegDataError, match='scene_00004_P.png is 64x32 but its image'): check_seg_folder(bad)
+    fails('scene_00004_P.png is 64x32 but its image')
     lf.unlink()
-    with pytest.raises(SegDataError, match='label file .*scene_00004_P.png for image .*scene_00004.png is missing'): check_seg_folder(bad)
+    fails('label file .*scene_00004_P.png for image .*scene_00004.png is missing')
+
+
+def test_seg_dls_same_batches_from_memory_and_files_in_file_name_order(cache):
+    p = digit_scenes_path(10, 5)
+    mem, files = seg_dls(p, bs=5), seg_dls(p, bs=5, in_memory=False)
+    for dls in (mem, files):
+        names = [f.name for f in dls.train.items] + [f.name for f in dls.valid.items]
+        assert names == sorted(f.name for f in (p/'images').iterdir())       # not the file system's listing order
+    (mx, my), (fx, fy) = mem.valid.one_batch(), files.valid.one_batch()
+    assert type(mx) is type(fx) and type(my) is type(fy) and mx.shape == (5, 3, 64, 64) and my.shape == (5, 64, 64)
+    assert torch.equal(mx, fx) and torch.equal(my, fy)
 
 
 # ---- the CLI ----
