@@ -149,12 +149,13 @@ def seg_path(cfg: Config) -> Path:
     if cfg.data == 'course': return course_data('CAMVID')
     return digit_scenes_path(*pick(cfg, small=(3000, 300), full=(8000, 1000), tiny=(48, 16)), size=64, cfg=cfg)
 
-# %% ../nbs/02a_segdata.ipynb #54457879
+# %% ../nbs/02a_segdata.ipynb #c4258950
 def seg_datablock(path, size=None, aug=False, pairs=None):
     "The course's segmentation `DataBlock` for a CamVid-layout `path`, resized to `size` if given; `pairs`: read from a `SegPairs`."
     from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, TransformBlock, AddMaskCodes, IntToFloatTensor, FileSplitter,
                                    Resize, Normalize, aug_transforms, imagenet_stats)
     codes = read_codes(path)
+    # a lambda, not the bound method: fastai's `Transform` takes a function with a first argument named `self` for a method definition
     blocks = (ImageBlock, MaskBlock(codes)) if pairs is None else (
         TransformBlock(type_tfms=lambda f: pairs.image(f), batch_tfms=IntToFloatTensor),
         TransformBlock(type_tfms=lambda f: pairs.mask(f), item_tfms=AddMaskCodes(codes), batch_tfms=IntToFloatTensor))
@@ -162,7 +163,7 @@ def seg_datablock(path, size=None, aug=False, pairs=None):
                      splitter=FileSplitter(Path(path)/'valid.txt'), item_tfms=[Resize(size)] if size is not None else [],
                      batch_tfms=[*(aug_transforms() if aug else []), Normalize.from_stats(*imagenet_stats)])
 
-# %% ../nbs/02a_segdata.ipynb #305c1c19
+# %% ../nbs/02a_segdata.ipynb #7115d19a
 class SegPairs:
     "Every image and mask of a CamVid-layout folder, decoded once into uint8 tensors and checked (see `read_mask`)."
     def __init__(self, path, codes=None):
@@ -180,6 +181,6 @@ class SegPairs:
 def seg_dls(path, size=None, bs=16, aug=False, num_workers=0, device=None, in_memory=None):
     "Checked `DataLoaders` of the CamVid-layout `path` via `seg_datablock`; `in_memory` (None: if `size` is None) decodes once with `SegPairs`."
     if in_memory is None: in_memory = size is None
-    pairs = SegPairs(path) if in_memory else None
-    if pairs is None: check_seg_folder(path)
+    if in_memory: pairs = SegPairs(path)                        # checks each pair as it decodes it
+    else: pairs = None; check_seg_folder(path)
     return seg_datablock(path, size, aug, pairs).dataloaders(path, bs=bs, num_workers=num_workers, device=device)
