@@ -20,8 +20,8 @@ from .data import materialize, mnist_path, course_data
 
 # %% auto #0
 __all__ = ['SCENE_CODES', 'SCENE_VOID', 'SegDataError', 'load_digits', 'digit_scene', 'normalize_images', 'digit_canvases',
-           'write_digit_scenes', 'label_file', 'digit_scenes_path', 'read_codes', 'seg_image_files', 'read_mask',
-           'check_seg_folder', 'seg_path', 'seg_datablock', 'SegPairs', 'seg_dls']
+           'write_digit_scenes', 'label_file', 'digit_scenes_path', 'read_codes', 'seg_image_files', 'open_mask',
+           'read_mask', 'check_seg_folder', 'seg_path', 'seg_datablock', 'SegPairs', 'seg_dls']
 
 # %% ../nbs/02a_segdata.ipynb #567f95c5
 class SegDataError(LessonsError):
@@ -109,7 +109,7 @@ def digit_scenes_path(n_train, n_valid, size=64, seed=0, cfg: Config | None = No
     return materialize(f'digit-scenes-v3-{n_train}-{n_valid}-{size}px-seed{seed}',
                        lambda d: write_digit_scenes(d, n_train, n_valid, size, seed, cfg))
 
-# %% ../nbs/02a_segdata.ipynb #7fa960dc
+# %% ../nbs/02a_segdata.ipynb #f0b71b14
 def read_codes(path) -> list[str]:
     "The class names in `path/codes.txt`, one per line."
     f = Path(path)/'codes.txt'
@@ -122,15 +122,20 @@ def seg_image_files(path) -> list[Path]:
     if not imgs: raise SegDataError(f"no images in {Path(path)/'images'}")
     return imgs
 
+def open_mask(label_f):
+    "A label file as fastai's `PILMask` of class indices: L or P mode as stored (fastai's `MaskBlock` turns P into grey levels)."
+    from fastai.vision.core import PILMask, load_image
+    return PILMask(load_image(label_f))
+
 def read_mask(img_file, img_size, n_classes) -> np.ndarray:
-    "The mask of `img_file` as a uint8 array, checked: its label file exists, is `img_size` (w, h), values < `n_classes`."
+    "The mask of `img_file` as a uint8 array (`open_mask`), checked: its label file exists, is `img_size` (w, h), values < `n_classes`."
     lf = label_file(img_file)
     if not lf.is_file(): raise SegDataError(f"label file {lf} for image {img_file} is missing")
-    with Image.open(lf) as lb:
-        if lb.size != tuple(img_size):
-            raise SegDataError(f"label file {lf} is {lb.size[0]}x{lb.size[1]} but its image {img_file} is {img_size[0]}x{img_size[1]}")
-        if lb.mode not in ('L', 'P'): raise SegDataError(f"label file {lf} has mode {lb.mode}; masks are 8-bit class indices (mode L or P)")
-        m = np.asarray(lb)
+    lb = open_mask(lf)
+    if lb.size != tuple(img_size):
+        raise SegDataError(f"label file {lf} is {lb.size[0]}x{lb.size[1]} but its image {img_file} is {img_size[0]}x{img_size[1]}")
+    if lb.mode not in ('L', 'P'): raise SegDataError(f"label file {lf} has mode {lb.mode}; masks are 8-bit class indices (mode L or P)")
+    m = np.asarray(lb)
     if int(m.max()) >= n_classes:
         raise SegDataError(f"label file {lf} has class value {int(m.max())}, but codes.txt lists only {n_classes} classes (0..{n_classes-1})")
     return m
@@ -149,14 +154,14 @@ def seg_path(cfg: Config) -> Path:
     if cfg.data == 'course': return course_data('CAMVID')
     return digit_scenes_path(*pick(cfg, small=(3000, 300), full=(8000, 1000), tiny=(48, 16)), size=64, cfg=cfg)
 
-# %% ../nbs/02a_segdata.ipynb #c4258950
+# %% ../nbs/02a_segdata.ipynb #f8f2323f
 def seg_datablock(path, size=None, aug=False, pairs=None):
     "The course's segmentation `DataBlock` for a CamVid-layout `path`, resized to `size` if given; `pairs`: read from a `SegPairs`."
-    from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, TransformBlock, AddMaskCodes, IntToFloatTensor, FileSplitter,
+    from fastai.vision.all import (DataBlock, ImageBlock, TransformBlock, AddMaskCodes, IntToFloatTensor, FileSplitter,
                                    Resize, Normalize, aug_transforms, imagenet_stats)
     codes = read_codes(path)
     # a lambda, not the bound method: fastai's `Transform` takes a function with a first argument named `self` for a method definition
-    blocks = (ImageBlock, MaskBlock(codes)) if pairs is None else (
+    blocks = (ImageBlock, TransformBlock(type_tfms=open_mask, item_tfms=AddMaskCodes(codes), batch_tfms=IntToFloatTensor)) if pairs is None else (
         TransformBlock(type_tfms=lambda f: pairs.image(f), batch_tfms=IntToFloatTensor),
         TransformBlock(type_tfms=lambda f: pairs.mask(f), item_tfms=AddMaskCodes(codes), batch_tfms=IntToFloatTensor))
     return DataBlock(blocks=blocks, get_items=seg_image_files, get_y=label_file,

@@ -216,6 +216,20 @@ def test_seg_dls_same_batches_from_memory_and_files_in_file_name_order(cache):
     assert torch.equal(mx, fx) and torch.equal(my, fy)
 
 
+def test_palette_masks_read_as_class_indices_from_memory_and_files(cache, tmp_path):
+    "Masks saved in palette mode (P) give their indices, not the palette colours' grey levels, on both paths."
+    src = digit_scenes_path(10, 5); pal = tmp_path/'pal'; shutil.copytree(src, pal)
+    palette = [v for i in range(256) for v in (255 - (37 * i) % 256, (91 * i) % 256, 7 * i % 256)]
+    for lf in (pal/'labels').iterdir():
+        m = Image.open(lf); assert m.mode == 'L'
+        p = Image.frombytes('P', m.size, m.tobytes()); p.putpalette(palette); p.save(lf)
+        assert Image.open(lf).mode == 'P' and np.array_equal(np.asarray(Image.open(lf)), np.asarray(m))
+        assert not np.array_equal(np.asarray(Image.open(lf).convert('L')), np.asarray(m))      # grey levels differ
+    for in_memory in (True, False):
+        want, got = seg_dls(src, bs=5, in_memory=in_memory).valid.one_batch()[1], seg_dls(pal, bs=5, in_memory=in_memory).valid.one_batch()[1]
+        assert torch.equal(got, want), in_memory
+
+
 # ---- the CLI ----
 
 def test_lesson7_unet_tiny_writes_outputs(cache, tmp_path):
