@@ -154,16 +154,16 @@ def seg_path(cfg: Config) -> Path:
     if cfg.data == 'course': return course_data('CAMVID')
     return digit_scenes_path(*pick(cfg, small=(3000, 300), full=(8000, 1000), tiny=(48, 16)), size=64, cfg=cfg)
 
-# %% ../nbs/02a_segdata.ipynb #f8f2323f
+# %% ../nbs/02a_segdata.ipynb #f6951eab
 def seg_datablock(path, size=None, aug=False, pairs=None):
     "The course's segmentation `DataBlock` for a CamVid-layout `path`, resized to `size` if given; `pairs`: read from a `SegPairs`."
-    from fastai.vision.all import (DataBlock, ImageBlock, TransformBlock, AddMaskCodes, IntToFloatTensor, FileSplitter,
+    from fastai.vision.all import (DataBlock, PILImage, TransformBlock, AddMaskCodes, IntToFloatTensor, FileSplitter,
                                    Resize, Normalize, aug_transforms, imagenet_stats)
-    codes = read_codes(path)
-    # a lambda, not the bound method: fastai's `Transform` takes a function with a first argument named `self` for a method definition
-    blocks = (ImageBlock, TransformBlock(type_tfms=open_mask, item_tfms=AddMaskCodes(codes), batch_tfms=IntToFloatTensor)) if pairs is None else (
-        TransformBlock(type_tfms=lambda f: pairs.image(f), batch_tfms=IntToFloatTensor),
-        TransformBlock(type_tfms=lambda f: pairs.mask(f), item_tfms=AddMaskCodes(codes), batch_tfms=IntToFloatTensor))
+    # from the files: fastai's `ImageBlock` and `MaskBlock`, but masks opened by `open_mask`; from memory: `pairs`'
+    # tensors (lambdas, not the bound methods: fastai's `Transform` takes a function whose first argument is `self` for a method definition)
+    open_image, open_label = (PILImage.create, open_mask) if pairs is None else (lambda f: pairs.image(f), lambda f: pairs.mask(f))
+    blocks = (TransformBlock(type_tfms=open_image, batch_tfms=IntToFloatTensor),
+              TransformBlock(type_tfms=open_label, item_tfms=AddMaskCodes(read_codes(path)), batch_tfms=IntToFloatTensor))
     return DataBlock(blocks=blocks, get_items=seg_image_files, get_y=label_file,
                      splitter=FileSplitter(Path(path)/'valid.txt'), item_tfms=[Resize(size)] if size is not None else [],
                      batch_tfms=[*(aug_transforms() if aug else []), Normalize.from_stats(*imagenet_stats)])

@@ -329,7 +329,7 @@ def seg_metrics(n_classes, void_code=None) -> list:
     return [ConfusionMetric('acc_nonvoid', acc, n_classes, void_code),
             ConfusionMetric('miou', lambda cm: miou_from_confusion(cm, void_code), n_classes, void_code)]
 
-# %% ../nbs/02_unet.ipynb #f55dc208
+# %% ../nbs/02_unet.ipynb #97413ecf
 class PixelCrossEntropy:
     "Per-pixel cross-entropy of `(n, classes, h, w)` logits, ignoring `ignore_index`; fastai's `activation`/`decodes` for masks."
     def __init__(self, ignore_index=-100, reduction='mean'): self.ignore_index, self.reduction = ignore_index, reduction
@@ -338,15 +338,13 @@ class PixelCrossEntropy:
     def activation(self, x): return F.softmax(x, dim=1)
     def decodes(self, x): return x.argmax(dim=1)
 
-def _seg_loss(void_code): return PixelCrossEntropy(void_code if void_code is not None else -100)
-
 # %% ../nbs/02_unet.ipynb #2e92c05c
 def fused_adam(params, lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01):
     "fastai's `Adam` (its defaults, decoupled weight decay) computed by torch's fused `AdamW`, as a fastai `opt_func`."
     from fastai.optimizer import OptimWrapper
     return OptimWrapper(params, torch.optim.AdamW, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, fused=True)
 
-# %% ../nbs/02_unet.ipynb #e94a44ad
+# %% ../nbs/02_unet.ipynb #e7537521
 class BF16Autocast(Callback):
     "Forward pass and loss under bfloat16 autocast on the model's device (fastai's `MixedPrecision` assumes CUDA)."
     order = 10                                   # where fastai's `MixedPrecision` sits
@@ -366,19 +364,22 @@ def precision_cbs(device=None, bf16=None, cbs=None) -> list:
     if bf16 is None: bf16 = bf16_is_fast(device or default_device())
     return ([BF16Autocast()] if bf16 else []) + list(cbs or [])
 
+def _seg_training(dls, n_classes, void_code, bf16, cbs, kwargs) -> dict:
+    "What both U-Net learners share: loss, metrics, callbacks (precision) and, unless `kwargs` says otherwise, `fused_adam`."
+    return dict(loss_func=PixelCrossEntropy(-100 if void_code is None else void_code), metrics=seg_metrics(n_classes, void_code),
+                cbs=precision_cbs(dls.device, bf16, cbs), **{'opt_func': fused_adam, **kwargs})
+
 def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
     "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`, `fused_adam`; `bf16` (None: if fast)."
     from fastai.learner import Learner
-    return Learner(dls, model, loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), splitter=unet_splitter,
-                   cbs=precision_cbs(dls.device, bf16, cbs), **{'opt_func': fused_adam, **kwargs})
+    return Learner(dls, model, splitter=unet_splitter, **_seg_training(dls, n_classes, void_code, bf16, cbs, kwargs))
 
 def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
     "fastai's `unet_learner` (`DynamicUnet`) on a copy of `encoder`, with the loss, metrics, optimizer and precision of `seg_learner`."
     from fastai.vision.learner import unet_learner
     body = copy.deepcopy(encoder)
     return unet_learner(dls, lambda **_: body, cut=lambda m: m, pretrained=False, normalize=False, n_out=n_classes,
-                        loss_func=_seg_loss(void_code), metrics=seg_metrics(n_classes, void_code), cbs=precision_cbs(dls.device, bf16, cbs),
-                        **{'opt_func': fused_adam, **kwargs})
+                        **_seg_training(dls, n_classes, void_code, bf16, cbs, kwargs))
 
 # %% ../nbs/02_unet.ipynb #f5a7b090
 def unet_schedule(cfg: Config) -> list[dict]:
