@@ -29,8 +29,8 @@ __all__ = ['NORM_TYPES', 'HANDWRITTEN_NFS', 'HANDWRITTEN_ENCODERS', 'WIDTHS', 'i
            'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet', 'count_hooks',
            'default_encoder', 'build_unet', 'unet_splitter', 'pretrain_encoder', 'acc_nonvoid', 'seg_confusion',
            'miou_from_confusion', 'ConfusionMetric', 'seg_metrics', 'PixelCrossEntropy', 'fused_adam', 'BF16Autocast',
-           'precision_cbs', 'seg_learner', 'dynamic_unet_learner', 'unet_schedule', 'fit_stages', 'learner_summary',
-           'results_figure', 'unet_settings', 'unet_encoder_for', 'run']
+           'precision_cbs', 'seg_learner', 'dynamic_unet_learner', 'unet_schedule', 'stage_dls', 'fit_stages',
+           'learner_summary', 'results_figure', 'unet_settings', 'unet_encoder_for', 'run']
 
 # %% ../nbs/02_unet.ipynb #e03a2b3d
 def icnr_init(w: torch.Tensor, scale=2, init=nn.init.kaiming_normal_) -> torch.Tensor:
@@ -395,7 +395,11 @@ def unet_schedule(cfg: Config) -> list[dict]:
                 full=[st(None, 32, 2, 1e-2, 0.5, True), st(None, 32, 20, 1e-2, 0.3, False)],
                 tiny=[st(None, 8, 1, 1e-3, 0.5, True), st(None, 8, 1, 1e-3, 0.3, False)])
 
-# %% ../nbs/02_unet.ipynb #1a0840c5
+# %% ../nbs/02_unet.ipynb #714dea17
+def stage_dls(cfg: Config, path):
+    "`make_dls(size, bs)` for `fit_stages`: `seg_dls` of `path`, with the course's augmentation on CamVid and loader workers on `full`."
+    return lambda size, bs: seg_dls(path, size, bs, aug=cfg.data == 'course', num_workers=4 if cfg.size == 'full' else 0, device=get_device(cfg))
+
 def fit_stages(learn, stages, make_dls=None, ckpt_dir=None, name='unet', resume=False, pretrained=False) -> list[float]:
     "Train `learn` through `stages` (see `unet_schedule`); return seconds per epoch of the stages run."
     secs, size = [], getattr(learn, 'stage_size', stages[0]['size'])
@@ -461,14 +465,14 @@ def unet_encoder_for(cfg: Config) -> nn.Sequential:
     enc = unet_encoder(s['unet']['encoder'], cfg)
     return pretrain_encoder(enc, cfg, **s['pretrain']) if s['pretrain'] else enc
 
-# %% ../nbs/02_unet.ipynb #84967213
+# %% ../nbs/02_unet.ipynb #f1ea3b30
 def run(cfg: Config, out: Path, resume=False, **opts) -> dict:
     "Run the U-Net lesson for `cfg` into `out`: train both U-Nets, save `unet_results.png`, return the metrics."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg)
     path = seg_path(cfg); codes = read_codes(path); void = codes.index('Void') if 'Void' in codes else None
     stages = unet_schedule(cfg)
-    make_dls = lambda size, bs: seg_dls(path, size, bs, aug=cfg.data == 'course', num_workers=4 if cfg.size == 'full' else 0, device=get_device(cfg))
+    make_dls = stage_dls(cfg, path)
     dls = make_dls(stages[0]['size'], stages[0]['bs'])
     encoder = unet_encoder_for(cfg); encoder0 = copy.deepcopy(encoder)
     learners, summ = {}, {}
