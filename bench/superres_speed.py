@@ -13,24 +13,25 @@ import torch
 from torch import nn
 from PIL import Image, ImageDraw
 
-from lessons_lib.core import Config, get_device, bf16_is_fast
+from lessons_lib.core import Config, get_device, use_bf16
 from lessons_lib.data import photos_path
 from lessons_lib.crappify import crappify_folder, watermark_params, _font
 from lessons_lib.losses import FeatureLoss, vgg_features
-from lessons_lib.superres import superres_settings, superres_pairs, superres_generator, SRCrops
+from lessons_lib.srdata import superres_pairs, SRCrops
+from lessons_lib.superres import superres_settings, superres_generator
 
 
 def step_times(cfg, reps, encoder=None, widths=None):
     "Median seconds of a training step (forward, loss, backward, optimizer step) with MSE and with FeatureLoss."
     st = superres_settings(cfg)
-    stage = st['feature_stages'][-1]
-    pairs = superres_pairs(cfg, st)
-    ds = SRCrops(pairs['train'], stage.size, n=stage.bs, max_zoom=st['max_zoom'], wm_frac=st['wm_frac'], seed=0)
+    stage = st.feature_stages[-1]
+    pairs = superres_pairs(cfg, st.data)
+    ds = SRCrops(pairs['train'], stage.size, n=stage.bs, max_zoom=st.data.max_zoom, wm_frac=st.data.wm_frac, seed=0)
     dev = get_device(cfg)
     x, y = [torch.stack(t).to(dev) for t in zip(*[ds[i] for i in range(stage.bs)])]
-    gen = superres_generator(cfg, encoder=encoder, widths=widths).to(dev).train()
+    gen = superres_generator(cfg, encoder or st.encoder, widths or st.widths).to(dev).train()
     opt = torch.optim.AdamW(gen.parameters(), lr=1e-4)
-    bf16 = bf16_is_fast(dev)
+    bf16 = use_bf16(cfg, dev)
     mse, fl = nn.MSELoss(), FeatureLoss(vgg_features(cfg).to(dev), amp=bf16)      # exactly as in training
     fl32 = FeatureLoss(vgg_features(cfg).to(dev)) if bf16 else None                # for hardware without fast bf16
     def step(loss_func, amp=bf16):
@@ -88,7 +89,7 @@ if __name__ == '__main__':
     ap.add_argument('--widths', help="decoder widths (default: the size's), 'fastai' or 'symmetric'")
     ap.add_argument('--skip-crappify', action='store_true')
     a = ap.parse_args()
-    cfg = Config(size=a.size, pretrained='off')
+    cfg = Config(size=a.size, pretrained='off', bf16=os.environ.get('LESSONS_BF16', 'auto'))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, device {get_device(cfg)}, load average {os.getloadavg()[0]:.1f}')
     gens = [(a.encoder, a.widths)] if a.encoder or a.widths else [(None, None), ('resnet34', 'fastai')]
     for enc, widths in gens:      # the size's generator (as trained), then the course's resnet34 U-Net

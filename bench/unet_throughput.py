@@ -10,9 +10,10 @@ forces one.
 """
 import argparse, contextlib, statistics, time
 import torch
-from lessons_lib.core import get_config, bf16_is_fast
+from lessons_lib.core import get_config, bf16_is_fast, use_bf16
 from lessons_lib.segdata import seg_path, read_codes, seg_dls
-from lessons_lib.unet import Unet, unet_encoder, unet_settings, unet_schedule, dynamic_unet_learner, seg_learner, n_params, BF16Autocast
+from lessons_lib.train import BF16Autocast, n_params
+from lessons_lib.unet import Unet, unet_encoder, unet_settings, dynamic_unet_learner, seg_learner
 
 
 def time_steps(learn, batches):
@@ -33,15 +34,16 @@ def main(argv=None):
     p.add_argument('--precision', default='auto', choices=['auto', 'bf16', 'fp32'])
     a = p.parse_args(argv)
     cfg = get_config(size=a.size, pretrained='off')
-    path = seg_path(cfg); codes = read_codes(path); void = codes.index('Void') if 'Void' in codes else None
-    st = unet_schedule(cfg)[0]
-    dls = seg_dls(path, st['size'], st['bs'])
-    encoder = unet_encoder(unet_settings(cfg)['unet']['encoder'], cfg)     # weights do not change the speed
-    bf16 = None if a.precision == 'auto' else a.precision == 'bf16'
+    us = unet_settings(cfg)
+    path = seg_path(cfg, us.n_train, us.n_valid, us.scene_size); codes = read_codes(path); void = codes.index('Void') if 'Void' in codes else None
+    stage = us.stages[0]
+    dls = seg_dls(path, stage.size, stage.bs)
+    encoder = unet_encoder(us.encoder, cfg)     # weights do not change the speed
+    bf16 = use_bf16(cfg, dls.device) if a.precision == 'auto' else a.precision == 'bf16'
     learners = {'handwritten': seg_learner(dls, Unet(encoder, len(codes)), len(codes), void, bf16=bf16),
                 'DynamicUnet': dynamic_unet_learner(dls, encoder, len(codes), void, bf16=bf16)}
     print(f"precision: {'bfloat16' if any(isinstance(cb, BF16Autocast) for cb in learners['handwritten'].cbs) else 'float32'} "
-          f"(bf16_is_fast: {bf16_is_fast(dls.device)}), batch {st['bs']}")
+          f"(bf16_is_fast: {bf16_is_fast(dls.device)}), batch {stage.bs}")
     batches = [b for _, b in zip(range(a.batches), dls.train)]
     for l in learners.values():
         l.create_opt(); time_steps(l, batches[:1])            # warm up: allocator, kernels

@@ -1,4 +1,4 @@
-"""The settings every notebook and the `lesson7` CLI read: size, data source, pretrained policy, device, seed.
+"""The settings every notebook and the `lesson7` CLI read (size, data source, pretrained policy, device, seed, bfloat16, output folder, resume), the errors a user can act on, and safe writes.
 
 Docs: https://lessons-lib.github.io/lessons_lib/core.html.md"""
 
@@ -15,8 +15,9 @@ warnings.filterwarnings('ignore', message='The pynvml package is deprecated')
 import torch
 
 # %% auto #0
-__all__ = ['CHOICES', 'ENV_PREFIX', 'LessonsError', 'ConfigError', 'Config', 'get_config', 'pick', 'get_device', 'bf16_is_fast',
-           'seed_everything', 'atomic_write', 'save_json', 'save_figure']
+__all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'LessonsError', 'ConfigError', 'available_devices', 'Config', 'get_config',
+           'config_env', 'pick', 'get_device', 'bf16_is_fast', 'use_bf16', 'seed_everything', 'atomic_write',
+           'save_json', 'save_figure', 'default_out', 'lesson_dir', 'save_metrics']
 
 # %% ../nbs/00_core.ipynb #9535834c
 class LessonsError(Exception):
@@ -26,8 +27,10 @@ class ConfigError(LessonsError, ValueError):
     "A setting has a value that is not allowed."
 
 # %% ../nbs/00_core.ipynb #85673bf5
-CHOICES = dict(size=('small', 'full', 'tiny'), data=('embedded', 'course'), pretrained=('auto', 'on', 'off'))
+CHOICES = dict(size=('small', 'full', 'tiny'), data=('embedded', 'course'), pretrained=('auto', 'on', 'off'),
+               bf16=('auto', 'on', 'off'))
 ENV_PREFIX = 'LESSONS_'
+MAX_SEED = 2**32 - 1      # numpy's seeds are 32-bit
 
 # %% ../nbs/00_core.ipynb #da004540
 def _check_choice(name, value):
@@ -36,12 +39,21 @@ def _check_choice(name, value):
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
+def available_devices() -> list[str]:
+    "The torch devices this machine has: 'cpu', then 'cuda:N' for each GPU, then 'mps' if present."
+    mps = getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
+    return ['cpu', *[f'cuda:{i}' for i in range(torch.cuda.device_count())], *(['mps'] if mps else [])]
+
 def _check_device(value):
-    "Raise `ConfigError` unless `value` is 'auto' or a device torch understands."
+    "Raise `ConfigError` unless `value` is 'auto' or a device this machine has."
     if value == 'auto': return
-    try: torch.device(value)
+    try: d = torch.device(value)
     except (RuntimeError, ValueError):
         raise ConfigError(f"device={value!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if d.type == 'cuda': ok = torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()
+    elif d.type == 'mps': ok = 'mps' in available_devices()
+    else: ok = d.type == 'cpu'
+    if not ok: raise ConfigError(f"device={value!r} is not available on this machine; it has: {', '.join(available_devices())} (or use auto)")
 
 # %% ../nbs/00_core.ipynb #f06c4f65
 @dataclass(frozen=True)
@@ -52,21 +64,33 @@ class Config:
     pretrained: str = 'auto'   # auto (ImageNet weights if they can be had), on (required) or off
     device: str = 'auto'       # auto (cuda, then mps, then cpu) or a torch device string
     seed: int = 42             # seeds python, numpy and torch
+    bf16: str = 'auto'         # bfloat16 autocast: auto (where the hardware makes it pay), on, off
+    out: str | None = None     # output folder of the lessons (None: `results/` at the repository's root)
+    resume: bool = False       # continue from the checkpoints in `out` instead of training again
 
     def __post_init__(self):
         for k in CHOICES: _check_choice(k, getattr(self, k))
         _check_device(self.device)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed={self.seed!r} is not an integer")
+        if not 0 <= self.seed <= MAX_SEED: raise ConfigError(f"seed={self.seed} is out of range; use 0 to {MAX_SEED}")
+        if not isinstance(self.resume, bool): raise ConfigError(f"resume={self.resume!r} is not True or False")
+        if self.out is not None: object.__setattr__(self, 'out', str(self.out))
 
 # %% ../nbs/00_core.ipynb #4439e51d
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
 def _from_env(name, environ):
     "The value of setting `name` in `environ`, converted to its type, or None."
-    v = environ.get(ENV_PREFIX + name.upper())
+    key = ENV_PREFIX + name.upper()
+    v = environ.get(key)
     if v is None or v == '': return None
     if name == 'seed':
         try: return int(v)
-        except ValueError: raise ConfigError(f"{ENV_PREFIX}SEED={v!r} is not an integer") from None
+        except ValueError: raise ConfigError(f"{key}={v!r} is not an integer") from None
+    if name == 'resume':
+        if v.lower() not in _TRUE + _FALSE: raise ConfigError(f"{key}={v!r} is not one of: {', '.join(_TRUE + _FALSE)}")
+        return v.lower() in _TRUE
     return v
 
 def get_config(environ=None, **overrides) -> Config:
@@ -78,6 +102,10 @@ def get_config(environ=None, **overrides) -> Config:
     kw = {n: _from_env(n, environ) for n in names}
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return Config(**{k: v for k, v in kw.items() if v is not None})
+
+def config_env(cfg: Config) -> dict:
+    "The `LESSONS_*` environment variables that make `get_config()` return `cfg` (for a notebook run by `lesson7`)."
+    return {ENV_PREFIX + f.name.upper(): str(getattr(cfg, f.name)) for f in fields(Config) if getattr(cfg, f.name) is not None}
 
 # %% ../nbs/00_core.ipynb #fcf2aff1
 def pick(cfg: Config, **by_size):
@@ -101,18 +129,28 @@ def bf16_is_fast(device) -> bool:
     if device.type == 'cpu': return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
 
+def use_bf16(cfg: Config, device=None) -> bool:
+    "Whether the lessons train in bfloat16 autocast on `device` (default `get_device(cfg)`): `cfg.bf16`, with auto meaning where it is fast."
+    if cfg.bf16 != 'auto': return cfg.bf16 == 'on'
+    return bf16_is_fast(device if device is not None else get_device(cfg))
+
 def seed_everything(cfg: Config):
     "Seed python, numpy and torch from `cfg.seed` (fastai's `set_seed`)."
     from fastai.torch_core import set_seed
     set_seed(cfg.seed, reproducible=True)
 
 # %% ../nbs/00_core.ipynb #8871dc7c
+def _umask() -> int:
+    "The process's umask (read without changing it for good)."
+    m = os.umask(0o22); os.umask(m); return m
+
 def atomic_write(path, write_fn):
     "Call `write_fn(tmp_path)` then atomically rename the temp file to `path`; no half file is ever left at `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
     try:
         write_fn(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -122,8 +160,39 @@ def save_json(obj, path):
     "Write `obj` as indented JSON to `path`, atomically."
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + '\n'))
 
-def save_figure(fig, path):
-    "Save matplotlib `fig` as a PNG at `path` (80 dpi, tight), atomically, and close it."
+def save_figure(fig, path, close=True):
+    "Save matplotlib `fig` as a PNG at `path` (80 dpi, tight), atomically; close it, or leave it open to be shown in the notebook."
     import matplotlib.pyplot as plt
     try: return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight'))
-    finally: plt.close(fig)
+    finally:
+        if close: plt.close(fig)
+
+# %% ../nbs/00_core.ipynb #e5a0d7c4
+def default_out() -> Path:
+    "`results/` at the root of this repository (or of the current folder, for an installed copy)."
+    import lessons_lib
+    root = Path(lessons_lib.__file__).resolve().parent.parent
+    return (root if (root/'pyproject.toml').is_file() else Path.cwd())/'results'
+
+def _stale_temps(d: Path) -> list:
+    "The temporary files `atomic_write` leaves when killed: `.NAME.XXXX.tmp` under `d`."
+    return [p for p in d.rglob('.*.tmp') if p.is_file()]
+
+def lesson_dir(cfg: Config, lesson: str) -> Path:
+    "`out/lesson`, created, checked writable, and cleared of stale temp files; a one-line `LessonsError` if it cannot be used."
+    d = Path(cfg.out or default_out())/lesson
+    for p in (d, *d.parents):
+        if p.exists():
+            if not p.is_dir(): raise LessonsError(f"output folder {d} cannot be made: {p} is a file; choose another --out")
+            break
+    try: d.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise LessonsError(f"output folder {d} cannot be made ({e.strerror}); choose another --out") from None
+    probe = d/f'.write-test-{os.getpid()}'
+    try: probe.write_bytes(b''); probe.unlink()
+    except OSError as e: raise LessonsError(f"output folder {d} is not writable ({e.strerror}); choose another --out") from None
+    for p in _stale_temps(d): p.unlink(missing_ok=True)
+    return d
+
+def save_metrics(cfg: Config, lesson: str, metrics: dict) -> Path:
+    "Write `metrics` with the config that produced them to `out/lesson/metrics.json`; return the path."
+    return save_json({**metrics, 'size': cfg.size, 'data': cfg.data, 'config': asdict(cfg)}, lesson_dir(cfg, lesson)/'metrics.json')

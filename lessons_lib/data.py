@@ -6,7 +6,7 @@ Docs: https://lessons-lib.github.io/lessons_lib/data.html.md"""
 
 # %% ../nbs/00a_data.ipynb #94c9e10c
 from __future__ import annotations
-import os, shutil, hashlib, zipfile, uuid
+import os, shutil, hashlib, zipfile, uuid, subprocess
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -31,13 +31,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get('LESSONS_CACHE') or '~/.cache/lessons_lib').expanduser()
 
 # %% ../nbs/00a_data.ipynb #5254c7be
-def _restore_hint(rel):
-    return f"restore it with `git checkout -- data/{rel}`, or regenerate data/ with `python data/make_data.py`"
+def _tracked(rel) -> bool:
+    "Whether git tracks `data/rel` in this repository (False where git or the repository is missing)."
+    root = repo_data_dir().parent
+    try: return subprocess.run(['git', '-C', str(root), 'ls-files', '--error-unmatch', f'data/{rel}'],
+                               capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError): return False
+
+def _restore_hint(rel, missing=False):
+    "What to do about a missing or damaged `data/rel`: restore it from git if git tracks it; else regenerate, or remove or replace it."
+    if _tracked(rel): return f"restore it with `git checkout -- data/{rel}`, or regenerate data/ with `python data/make_data.py`"
+    if missing: return "regenerate data/ with `python data/make_data.py`"
+    return "it is not a file of this repository: remove or replace it (data/make_data.py regenerates the embedded data)"
 
 def embedded_file(rel) -> Path:
     "Path of `rel` inside `data/`, raising `DataError` naming the file if it is missing."
     p = repo_data_dir()/rel
-    if not p.is_file(): raise DataError(f"embedded data file {p} is missing; {_restore_hint(rel)}")
+    if not p.is_file(): raise DataError(f"embedded data file {p} is missing; {_restore_hint(rel, missing=True)}")
     return p
 
 def load_mnist_arrays():
@@ -80,10 +90,11 @@ def course_data(url_name: str) -> Path:
     url = getattr(URLs, url_name)
     try: return untar_data(url)
     except Exception as e:
-        archive = fastai_path('archive')/url.split('/')[-1]
+        name = url.split('/')[-1]
+        archive, folder = fastai_path('archive')/name, fastai_path('data')/name.split('.')[0]
         raise DataError(f"could not download the course dataset URLs.{url_name} ({url}): {type(e).__name__}: {e}. "
                         f"Either use the embedded data (--data embedded, or LESSONS_DATA=embedded), "
-                        f"or put the archive at {archive} and run again.") from None
+                        f"or put the archive at {archive}, or its extracted folder at {folder}, and run again.") from None
 
 # %% ../nbs/00a_data.ipynb #8b732bac
 def _mnist_split(y, n_test_per_class=100, seed=0):
@@ -112,7 +123,7 @@ def embedded_photo_files():
     "The photo files in `data/photos`, sorted, with a clear error if there are none."
     d = repo_data_dir()/'photos'
     files = sorted(d.glob('*.jpg')) if d.is_dir() else []
-    if not files: raise DataError(f"no embedded photos in {d}; {_restore_hint('photos/')}")
+    if not files: raise DataError(f"no embedded photos in {d}; {_restore_hint('photos/', missing=True)}")
     return files
 
 def _write_photos(dest, files):
@@ -121,9 +132,9 @@ def _write_photos(dest, files):
     for f in files: shutil.copyfile(f, dest/'images'/f.name)
 
 def _check_image(f):
-    "Raise `DataError` naming `f` unless it is a readable image."
+    "Raise `DataError` naming `f` unless it decodes whole (`verify` alone lets a truncated JPEG through)."
     try:
-        with Image.open(f) as im: im.verify()
+        with Image.open(f) as im: im.load()
     except Exception as e: raise DataError(f"embedded photo {f} is unreadable ({type(e).__name__}: {e}); {_restore_hint('photos/' + f.name)}") from None
 
 def photos_path(cfg: Config | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""A handwritten patch critic with spectral norm and self-attention, pretrained on real vs generated photos, then a short adaptive GAN phase that sharpens the lesson-3 generator; compared on the same clock with a GAN trained from scratch.
+"""Lesson 3's generator and a critic pretrained on real vs generated photos, then a short adaptive GAN phase that sharpens the generator; compared on the same clock with a GAN trained from scratch.
 
 Docs: https://lessons-lib.github.io/lessons_lib/gan.html.md"""
 
@@ -6,131 +6,88 @@ Docs: https://lessons-lib.github.io/lessons_lib/gan.html.md"""
 
 # %% ../nbs/04_gan.ipynb #4928de01
 from __future__ import annotations
-import math, random, time
+import random, time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from dataclasses import replace
 import numpy as np
 import torch
-from PIL import Image
-from fastprogress.fastprogress import progress_bar
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
-from .core import Config, get_config, pick, get_device, seed_everything, atomic_write, save_figure
-from .losses import feature_loss
+from PIL import Image
 from fastcore.basics import patch
-from .weights import save_checkpoint, load_checkpoint, CheckpointError, ImageNetNorm, IMAGENET_STD
-from .memory import experiment
-from .superres import (Stage, superres_settings, superres_pairs, superres_dls, superres_generator, train_superres,
-                                  save_generator, load_generator, upscale_image, eval_images, evaluate_superres, comparison_grid)
+from fastprogress.fastprogress import progress_bar
+from .core import Config, pick, get_device, seed_everything, atomic_write
+from .weights import save_checkpoint, load_checkpoint, CheckpointError
+from .train import Stage, checkpoint_meta
+from .losses import imagenet_mse, feature_loss
+from .critic import patch_critic, critic_loss, critic_accuracy
+from .srdata import superres_dls, open_rgb
+from .superres import (SuperresSettings, superres_generator, train_generator, save_generator, load_generator,
+                                  generator_meta, upscale_image)
 
 # %% auto #0
-__all__ = ['GAN_CKPT_KEYS', 'gan_settings', 'sn_conv', 'SelfAttention2d', 'CriticResBlock', 'patch_critic', 'expand_target',
-           'critic_loss', 'critic_accuracy', 'pretrained_generator', 'generated_dir', 'one_per_photo', 'save_generated',
-           'image_tiles', 'CriticTiles', 'show_tile_pairs', 'pretrain_critic', 'new_critic', 'critic_logits',
-           'critic_report', 'AdaptiveSwitcher', 'gan_critic_loss', 'gan_generator_loss', 'GANLoop', 'sample_saver',
-           'generator_keeper', 'interrupt_after', 'imagenet_mse', 'content_loss', 'gan_loop', 'fit_gan',
-           'sample_inputs', 'plot_gan_history', 'show_epoch_samples', 'critic_accuracy_on', 'gan_table',
-           'load_pretrained_critic', 'train_critic', 'run']
+__all__ = ['GAN_SIZES', 'GAN_CKPT_KEYS', 'GanSettings', 'gan_settings', 'pretrained_generator', 'one_per_photo', 'save_generated',
+           'new_critic', 'AdaptiveSwitcher', 'gan_critic_loss', 'gan_generator_loss', 'GANLoop', 'sample_saver',
+           'generator_keeper', 'content_loss', 'gan_loop', 'fit_gan', 'sample_inputs', 'checkpoint_mb',
+           'plot_gan_history', 'show_epoch_samples', 'gan_table']
 
 # %% ../nbs/04_gan.ipynb #3ecdc351
-def gan_settings(cfg: Config) -> dict:
-    "All numbers of the GAN lesson for `cfg.size` (`full`: the course's critic 6 epochs, GAN 40 epochs at 128 px + 10 at 192 px)."
-    return dict(
-        gen_kind='mse',                       # lesson 3's generator to start from: the course's GAN started from an MSE one
-        gen_brief=pick(cfg, tiny=(Stage(64, 4, 1, 3e-3, n_train=8),),        # used only when lesson 3's checkpoint is absent
-                       small=(Stage(64, 8, 2, 3e-3, n_train=640),), full=None),  # None: lesson 3's own MSE schedule
-        critic_nf=pick(cfg, tiny=8, small=16, full=128), critic_blocks=pick(cfg, tiny=1, small=1, full=3), critic_p=0.15,
-        critic_size=pick(cfg, tiny=32, small=32, full=128),         # tile side (px) of the critic's data: a 5x5 patch map
-        critic_epochs=pick(cfg, tiny=1, small=48, full=6), critic_lr=pick(cfg, tiny=2e-3, small=2e-3, full=1e-3),
-        critic_bs=pick(cfg, tiny=16, small=64, full=32),
-        gan_stages=pick(cfg, tiny=(Stage(64, 2, 2, 1e-4, n_train=4),),
-                        small=(Stage(64, 4, 10, 4e-4, n_train=128),),
-                        full=(Stage(128, 32, 40, 1e-4), Stage(192, 16, 10, 5e-5))),
-        content=pick(cfg, tiny='feature', small='feature', full='mse'),   # the generator's content loss (see `content_loss`)
-        weights=pick(cfg, tiny=(1., 1.), small=(1., 1.), full=(1., 50.)),  # (adversarial, content); the course: (1, 50) with MSE
-        critic_thresh=0.65, critic_lr_mult=5., betas=(0., 0.99),
-        keep_epochs=pick(cfg, tiny=False, small=True, full=True),    # keep the generator of every epoch (inflection point)
-        n_samples=pick(cfg, tiny=2, small=4, full=8),
-        max_photos=pick(cfg, tiny=1, small=None, full=None),       # photos per split for the critic (tiny: fewer, faster)
-    )
+@dataclass(frozen=True)
+class GanSettings:
+    "Lesson 4's numbers for one size; `gan_settings(cfg)` picks them."
+    gen_kind: str = 'mse'             # lesson 3's generator to start from: the course's GAN started from an MSE one
+    gen_brief: tuple | None = (Stage(64, 8, 2, 3e-3, pct_start=0.3, n_train=640),)  # trains one when lesson 3's is absent (None: lesson 3's schedule)
+    critic_nf: int = 16               # the critic's first width (course: 128)
+    critic_blocks: int = 1            # its stride-2 stages after the dense block (course: 3)
+    critic_p: float = 0.15            # its dropout (course: 0.15)
+    critic_size: int = 32             # tile side (px) of the critic's data: a 5x5 patch map (course: whole 128-px photos)
+    critic_epochs: int = 48           # critic pretraining (course: 6)
+    critic_lr: float = 2e-3           # (course: 1e-3)
+    critic_bs: int = 64
+    gan_stages: tuple = (Stage(64, 4, 10, 4e-4, n_train=128),)   # the GAN phase
+    content: str = 'feature'          # the generator's content loss: lesson 3's 'feature' loss, or the course's 'mse'
+    weights: tuple = (1., 1.)         # (adversarial, content); the course: (1, 50) with MSE
+    critic_thresh: float = 0.65       # the adaptive switcher's threshold (course: 0.65)
+    critic_lr_mult: float = 5.        # the critic's learning rate over the generator's (course: 5, fastai's default)
+    betas: tuple = (0., 0.99)         # Adam's, as the course's GAN
+    keep_epochs: bool = True          # keep the generator of every epoch (DeOldify's "inflection point"); full: off (disk)
+    n_samples: int = 4                # held-out crops drawn after every epoch
+    max_photos: int | None = None     # photos per split for the critic (tiny: fewer, faster)
 
-# %% ../nbs/04_gan.ipynb #1a3d6036
-def sn_conv(ni, nf, ks=3, stride=1, padding=None, act=True, bias=True):
-    "A spectral-norm convolution (padding `(ks-1)//2` unless given), followed by LeakyReLU(0.2) if `act`."
-    conv = spectral_norm(nn.Conv2d(ni, nf, ks, stride, (ks-1)//2 if padding is None else padding, bias=bias))
-    return nn.Sequential(conv, nn.LeakyReLU(0.2, inplace=True)) if act else conv
+GAN_SIZES = dict(
+    small=GanSettings(),
+    tiny=GanSettings(gen_brief=(Stage(64, 4, 1, 3e-3, pct_start=0.3, n_train=8),), critic_nf=8, critic_epochs=1, critic_bs=2,
+                     gan_stages=(Stage(64, 2, 2, 1e-4, n_train=4),), keep_epochs=False, n_samples=2, max_photos=1,
+                     critic_thresh=100.),         # tiny: the switcher alternates every batch, so both networks train
+    full=GanSettings(gen_brief=None, critic_nf=128, critic_blocks=3, critic_size=128, critic_epochs=6, critic_lr=1e-3,
+                     critic_bs=32, gan_stages=(Stage(128, 32, 40, 1e-4), Stage(192, 16, 10, 5e-5)), content='mse',
+                     weights=(1., 50.), keep_epochs=False, n_samples=8))
 
-# %% ../nbs/04_gan.ipynb #24a30313
-class SelfAttention2d(nn.Module):
-    "SAGAN self-attention over all positions; `gamma` starts at 0, so the layer starts as the identity."
-    def __init__(self, nc):
-        super().__init__()
-        self.query, self.key, self.value = [spectral_norm(nn.Conv1d(nc, c, 1, bias=False)) for c in (max(nc//8, 1), max(nc//8, 1), nc)]
-        self.gamma = nn.Parameter(torch.zeros(1))
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        xs = x.flatten(2)                                                     # (b, c, h*w)
-        attn = F.softmax(self.query(xs).transpose(1, 2) @ self.key(xs), dim=1)  # (b, hw, hw): position i attends to j
-        return x + self.gamma * (self.value(xs) @ attn).view(b, c, h, w)
-
-# %% ../nbs/04_gan.ipynb #0cd4227a
-class CriticResBlock(nn.Module):
-    "Two spectral-norm 3x3 convs whose output is concatenated to the input: `nf` -> `2*nf` channels (course: dense `res_block`)."
-    def __init__(self, nf):
-        super().__init__()
-        self.convs = nn.Sequential(sn_conv(nf, nf), sn_conv(nf, nf))
-    def forward(self, x): return torch.cat([x, self.convs(x)], dim=1)
-
-# %% ../nbs/04_gan.ipynb #b2912be0
-def patch_critic(n_channels=3, nf=128, n_blocks=3, p=0.15) -> nn.Sequential:
-    "The course's `gan_critic`, handwritten: spectral-norm convs, dropout, a residual block, self-attention; returns a patch map of logits."
-    layers = [ImageNetNorm(), sn_conv(n_channels, nf, ks=4, stride=2), nn.Dropout2d(p/2), CriticResBlock(nf)]
-    nf *= 2
-    for i in range(n_blocks):
-        layers += [nn.Dropout2d(p), sn_conv(nf, nf*2, ks=4, stride=2)]
-        if i == 0: layers.append(SelfAttention2d(nf*2))
-        nf *= 2
-    layers.append(sn_conv(nf, 1, ks=4, padding=0, act=False, bias=False))
-    return nn.Sequential(*layers)
-
-# %% ../nbs/04_gan.ipynb #ca9b1440
-def expand_target(target, logits):
-    "The per-image `target` (0/1) broadcast to the shape of the patch map `logits`, as floats."
-    return target.float().view(-1, *[1]*(logits.dim()-1)).expand_as(logits)
-
-def critic_loss(logits, target):
-    "Binary cross-entropy of the patch-map `logits` against the per-image `target`, expanded to the map."
-    return F.binary_cross_entropy_with_logits(logits, expand_target(target, logits))
-
-def critic_accuracy(logits, target):
-    "Fraction of patches whose verdict (logit > 0 means real) matches their image's `target`."
-    return ((logits > 0).float() == expand_target(target, logits)).float().mean()
+def gan_settings(cfg: Config) -> GanSettings:
+    "The `GanSettings` of `cfg.size`."
+    return pick(cfg, **GAN_SIZES)
 
 # %% ../nbs/04_gan.ipynb #e5f23057
-def pretrained_generator(cfg: Config, pairs: dict, out: Path, settings: dict | None = None, verbose=True) -> dict:
-    "Path of lesson 3's generator: from `out/'generator_pretrained.pth'` or `out.parent/'superres'`, else briefly trained and saved."
-    gs, st = settings or gan_settings(cfg), superres_settings(cfg)
+def pretrained_generator(cfg: Config, gs: GanSettings, st: SuperresSettings, pairs: dict, out: Path, verbose=True) -> dict:
+    "Lesson 3's generator: from `out.parent/'superres'` (same size and data) or `out/'generator_pretrained.pth'`, else trained and saved."
     out = Path(out)
-    for ck in (out/'generator_pretrained.pth', out.parent/'superres'/f"generator_{gs['gen_kind']}.pth"):
-        if ck.is_file():
-            load_generator(ck, cfg)                  # a damaged or foreign file fails here, naming itself
+    want = dict(size=cfg.size, data=cfg.data)
+    for ck in (out.parent/'superres'/f'generator_{gs.gen_kind}.pth', out/'generator_pretrained.pth'):
+        if not ck.is_file(): continue
+        meta = generator_meta(ck)                # a damaged or foreign file fails here, naming itself
+        if {k: meta.get(k) for k in want} == want:
             if verbose: print(f'pretrained generator: {ck}')
             return dict(path=ck, seconds=0., source=str(ck))
-    if verbose: print(f"pretrained generator: no lesson-3 checkpoint in {out.parent/'superres'}; training one briefly")
+        if verbose: print(f"pretrained generator: {ck} was trained with size={meta.get('size')}, data={meta.get('data')}; not used")
+    stages = gs.gen_brief or st.mse_stages
+    if verbose: print(f"pretrained generator: none from lesson 3 in {out.parent/'superres'}; training one here with MSE, "
+                      f"{sum(s.epochs for s in stages)} epochs ({'a short schedule' if gs.gen_brief else 'lesson 3s schedule'})")
     seed_everything(cfg)
-    gen = superres_generator(cfg)
-    t0 = time.perf_counter()
-    train_superres(gen, nn.MSELoss(), pairs, cfg, gs['gen_brief'] or st['mse_stages'], st)
-    secs = time.perf_counter() - t0
-    return dict(path=save_generator(gen, out/'generator_pretrained.pth'), seconds=secs, source='trained here')
+    gen = superres_generator(cfg, st.encoder, st.widths)
+    meta = checkpoint_meta(cfg, st, kind='gan-pretrained', stages=stages)
+    secs = train_generator(gen, nn.MSELoss(), stages, pairs, st, cfg, ckpt=out/'train_generator.pth', meta=meta, name='generator').seconds
+    return dict(path=save_generator(gen, out/'generator_pretrained.pth', meta=meta), seconds=secs, source='trained here')
 
 # %% ../nbs/04_gan.ipynb #7e3fbb65
-def generated_dir(images_dir) -> Path:
-    "The `image_gen/` folder beside the folder of real images (the course's `path/'image_gen'`)."
-    return Path(images_dir).parent/'image_gen'
-
 def one_per_photo(pairs) -> list:
     "The `SRPair`s whose crappy image is the photo's own (variant 0), one per photo."
     return [p for p in pairs if p.name == Path(p.hr).name]
@@ -140,91 +97,15 @@ def save_generated(gen, pairs, dest) -> list:
     dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
     res = []
     for p in progress_bar(pairs, leave=False):
-        with Image.open(p.hr) as hr: size = hr.size
+        size = open_rgb(p.hr).size                     # as it is seen (EXIF rotation applied), like the crappy image
         with Image.open(p.lr) as lr: img = upscale_image(gen, lr, size=size)
         res.append((Path(p.hr), atomic_write(dest/f'{Path(p.hr).stem}.png', lambda t: img.save(t, format='PNG'))))
     return res
 
-# %% ../nbs/04_gan.ipynb #9b52d4f2
-def image_tiles(img, size) -> torch.Tensor:
-    "The non-overlapping `size` x `size` tiles of the image tensor `img` (c, h, w), as a batch (n, c, size, size)."
-    c = img.shape[0]
-    return img.unfold(1, size, size).unfold(2, size, size).permute(1, 2, 0, 3, 4).reshape(-1, c, size, size)
-
-# %% ../nbs/04_gan.ipynb #8d48599c
-def _centre_square(im, size):
-    "`im` resized so that its shorter side is `size`, centre-cropped to a square: the course's critic input."
-    f = size / min(im.size)
-    im = im.resize((max(size, round(im.width * f)), max(size, round(im.height * f))), Image.BICUBIC)
-    l, t = (im.width - size) // 2, (im.height - size) // 2
-    return im.crop((l, t, l + size, t + size))
-
-class CriticTiles(torch.utils.data.Dataset):
-    "Tiles of the real (label 1) and generated (label 0) image of (real, generated) path pairs; `whole`: one resized square each."
-    def __init__(self, pairs, size, flip=False, whole=False):
-        xs, ys, src = [], [], []
-        for i, (real, fake) in enumerate(progress_bar(pairs, leave=False)):
-            for path, label in ((real, 1), (fake, 0)):
-                with Image.open(path) as im:
-                    im = im.convert('RGB')
-                    if whole: im = _centre_square(im, size)
-                    t = image_tiles(torch.from_numpy(np.array(im)).permute(2, 0, 1), size)
-                xs.append(t); ys.append(torch.full((len(t),), label)); src.append(torch.full((len(t),), i))
-        self.x, self.y, self.src, self.flip = torch.cat(xs), torch.cat(ys), torch.cat(src), flip
-        self.names = [Path(r).name for r, _ in pairs]
-
-    def __len__(self): return len(self.y)
-    def __getitem__(self, i):
-        x = self.x[i].float() / 255
-        if self.flip and random.random() < 0.5: x = x.flip(-1)
-        return x, self.y[i]
-
-# %% ../nbs/04_gan.ipynb #7c886896
-def show_tile_pairs(ds, n=6, seed=0):
-    "Figure: `n` real tiles of `ds` (top row) above the generated tiles of the same squares (bottom row)."
-    import matplotlib.pyplot as plt
-    real = torch.nonzero(ds.y == 1).flatten()
-    fake = torch.nonzero(ds.y == 0).flatten()
-    idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    fig, axs = plt.subplots(2, n, figsize=(1.6 * n, 3.4), squeeze=False)
-    for j, i in enumerate(idx.tolist()):
-        for row, k in enumerate((real[i], fake[i])):
-            axs[row, j].imshow(ds[int(k)][0].permute(1, 2, 0)); axs[row, j].axis('off')
-    axs[0, 0].set_title('real', loc='left', fontsize=9); axs[1, 0].set_title('generated', loc='left', fontsize=9)
-    return fig
-
-# %% ../nbs/04_gan.ipynb #a3e8215a
-def pretrain_critic(critic, train_ds, valid_ds, epochs, lr=1e-3, bs=32, device=None):
-    "Train `critic` on real-vs-generated tiles with one-cycle (the course's critic pretraining); return the fastai `Learner`."
-    from fastai.data.core import DataLoaders
-    from fastai.learner import Learner
-    from fastai.callback.schedule import fit_one_cycle   # noqa: F401 (patches Learner)
-    dls = DataLoaders.from_dsets(train_ds, valid_ds, bs=bs, shuffle=True, num_workers=0, device=device)
-    learn = Learner(dls, critic, loss_func=critic_loss, metrics=critic_accuracy, wd=1e-3)
-    learn.fit_one_cycle(epochs, lr)
-    return learn
-
-def new_critic(settings: dict) -> nn.Sequential:
-    "A fresh `patch_critic` with the sizes in `settings` (see `gan_settings`)."
-    return patch_critic(nf=settings['critic_nf'], n_blocks=settings['critic_blocks'], p=settings['critic_p'])
-
-# %% ../nbs/04_gan.ipynb #38d82b67
-@torch.no_grad()
-def critic_logits(critic, xs, bs=64) -> torch.Tensor:
-    "The patch logits of `critic` (in eval mode) for the image batch `xs` ([0, 1] floats, or uint8), `bs` at a time, on the CPU."
-    critic.eval()
-    dev = next(critic.parameters()).device
-    prep = (lambda t: t.float().div(255)) if xs.dtype == torch.uint8 else (lambda t: t)
-    return torch.cat([critic(prep(xs[i:i+bs]).to(dev)).float().cpu() for i in range(0, len(xs), bs)])
-
-def critic_report(critic, ds: CriticTiles, bs=64):
-    "Per photo of `ds`, the critic's patch accuracy on its real tiles and on its generated tiles (a pandas table)."
-    import pandas as pd
-    logits = critic_logits(critic, ds.x, bs)
-    right = ((logits > 0).float() == expand_target(ds.y, logits)).float().flatten(1).mean(1)
-    rows = {n: dict(real=right[(ds.src == i) & (ds.y == 1)].mean().item(), generated=right[(ds.src == i) & (ds.y == 0)].mean().item())
-            for i, n in enumerate(ds.names)}
-    return pd.DataFrame(rows).T
+# %% ../nbs/04_gan.ipynb #a3e8215b
+def new_critic(gs: GanSettings) -> nn.Sequential:
+    "A fresh `patch_critic` with the sizes in `gs`."
+    return patch_critic(nf=gs.critic_nf, n_blocks=gs.critic_blocks, p=gs.critic_p)
 
 # %% ../nbs/04_gan.ipynb #e6cec5a7
 class AdaptiveSwitcher:
@@ -373,58 +254,46 @@ def sample_saver(x, out, prefix='samples'):
         atomic_write(Path(out)/f'{prefix}_{loop.epoch:02d}.png', lambda p: save_image(fake, p, format='png', nrow=len(x), padding=1))
     return _save
 
-def generator_keeper(out, prefix='gan'):
+def generator_keeper(out, prefix='gan', meta=None):
     "An `after_epoch` callback that keeps the generator of every epoch as `out/{prefix}_generator_{epoch:02d}.pth`."
-    return lambda loop: save_generator(loop.gen, Path(out)/f'{prefix}_generator_{loop.epoch:02d}.pth')
-
-def interrupt_after(epoch, batch):
-    "An `after_batch` callback that raises `KeyboardInterrupt` after batch `batch` (1-based) of epoch `epoch`, as Ctrl-C would."
-    seen = []
-    def _cb(loop):
-        if loop.epoch == epoch:
-            seen.append(1)
-            if len(seen) == batch: raise KeyboardInterrupt(f'simulated Ctrl-C in epoch {epoch}, batch {batch}')
-    return _cb
-
-# %% ../nbs/04_gan.ipynb #de652fd8
-def imagenet_mse(pred, targ):
-    "MSE after ImageNet normalisation (the course's `MSELossFlat` on its normalised data), for [0, 1] images."
-    var = torch.tensor(IMAGENET_STD, device=pred.device)[:, None, None] ** 2
-    return ((pred.float() - targ.float()) ** 2 / var).mean()
+    return lambda loop: save_generator(loop.gen, Path(out)/f'{prefix}_generator_{loop.epoch:02d}.pth', meta=meta)
 
 # %% ../nbs/04_gan.ipynb #67e2d4ea
 def content_loss(kind: str, cfg: Config, device=None):
-    "The generator's content loss: `'mse'` (`imagenet_mse`, the course's) or `'feature'` (lesson 3's `FeatureLoss`, on `device`)."
+    "The generator's content loss: `'mse'` (`losses.imagenet_mse`, the course's) or `'feature'` (lesson 3's `FeatureLoss`, on `device`)."
     if kind == 'mse': return imagenet_mse
     if kind == 'feature': return feature_loss(cfg, device)
     raise ValueError(f"content loss {kind!r} is not 'mse' or 'feature'")
 
-def gan_loop(gen, critic, cfg: Config, kind='nogan', settings: dict | None = None) -> GANLoop:
+def gan_loop(gen, critic, cfg: Config, gs: GanSettings, kind='nogan') -> GANLoop:
     "A `GANLoop` with this lesson's settings: content loss, weights, betas, critic lr multiplier and threshold."
-    gs = settings or gan_settings(cfg)
-    meta = dict(kind=kind, size=cfg.size, data=cfg.data, critic_nf=gs['critic_nf'], critic_blocks=gs['critic_blocks'],
-                content=gs['content'], generator=dict(getattr(gen, 'arch', {})))
+    meta = dict(kind=kind, size=cfg.size, data=cfg.data, critic_nf=gs.critic_nf, critic_blocks=gs.critic_blocks,
+                content=gs.content, generator=dict(getattr(gen, 'arch', {})))
     dev = next(gen.parameters()).device
-    return GANLoop(gen, critic, content_loss(gs['content'], cfg, dev), lr=gs['gan_stages'][0].lr, critic_lr_mult=gs['critic_lr_mult'],
-                   weights=gs['weights'], betas=gs['betas'], switcher=AdaptiveSwitcher(gs['critic_thresh']), seed=cfg.seed, meta=meta)
+    return GANLoop(gen, critic, content_loss(gs.content, cfg, dev), lr=gs.gan_stages[0].lr, critic_lr_mult=gs.critic_lr_mult,
+                   weights=gs.weights, betas=gs.betas, switcher=AdaptiveSwitcher(gs.critic_thresh), seed=cfg.seed, meta=meta)
 
-def fit_gan(loop: GANLoop, stages, pairs: dict, cfg: Config, ckpt=None, after_epoch=(), after_batch=(), budget_s=None) -> GANLoop:
+def fit_gan(loop: GANLoop, stages, pairs: dict, st: SuperresSettings, ckpt=None, after_epoch=(), after_batch=(), budget_s=None) -> GANLoop:
     "Run `loop` through `stages` (epochs counted across them, so a resumed loop skips what it did), with lesson 3's crops."
-    st, total = superres_settings(cfg), 0
+    total = 0
     for stage in stages:
         total += stage.epochs
         if loop.epoch >= total: continue
         if budget_s is not None and loop.seconds >= budget_s: break
         loop.set_lr(stage.lr)
-        loop.fit(total, superres_dls(pairs, stage, cfg, st).train, ckpt=ckpt, after_epoch=after_epoch,
+        loop.fit(total, superres_dls(pairs, stage, st.data, loop.seed).train, ckpt=ckpt, after_epoch=after_epoch,
                  after_batch=after_batch, budget_s=budget_s)
     return loop
 
-def sample_inputs(pairs: dict, cfg: Config, n: int, stage: Stage):
+def sample_inputs(pairs: dict, st: SuperresSettings, n: int, stage: Stage):
     "`n` fixed validation crops (inputs, targets) of the held-out photos at `stage`'s size: the pictures watched every epoch."
-    ds = superres_dls(pairs, stage, cfg).valid.dataset
+    ds = superres_dls(pairs, stage, st.data).valid.dataset
     xs, ys = zip(*[ds[i] for i in range(min(n, len(ds)))])
     return torch.stack(xs), torch.stack(ys)
+
+def checkpoint_mb(loop: GANLoop) -> float:
+    "About how many MB one checkpoint of `loop` takes: both models and Adam's two moments of each, in float32."
+    return 3 * 4 * sum(p.numel() for m in (loop.gen, loop.critic) for p in m.parameters()) / 2**20
 
 # %% ../nbs/04_gan.ipynb #49f20833
 def plot_gan_history(loop: GANLoop, thresh=None, ax=None):
@@ -458,102 +327,8 @@ def show_epoch_samples(out, prefix, x=None, y=None, max_rows=8):
     return fig
 
 # %% ../nbs/04_gan.ipynb #0e4b4292
-@torch.no_grad()
-def critic_accuracy_on(critic, outputs, targets, size, bs=64) -> float:
-    "Held-out accuracy of `critic` on tiles of `targets` (real) against the same tiles of `outputs` (generated)."
-    real = [image_tiles(t, size) for t in targets]
-    fake = [image_tiles(o.clamp(0, 1), size) for o in outputs]
-    xs = torch.cat([*real, *fake])
-    ys = torch.cat([torch.ones(sum(map(len, real))), torch.zeros(sum(map(len, fake)))])
-    return critic_accuracy(critic_logits(critic, xs, bs), ys).item()
-
 def gan_table(res: dict, critic_acc: dict):
     "A pandas table of the mean PSNR, SSIM, sharpness ratio and pretrained-critic accuracy of each method in `res`."
     import pandas as pd
     return pd.DataFrame({m: dict(psnr=np.mean(r['psnr']), ssim=np.mean(r['ssim']), sharpness=np.mean(r['sharpness']),
                                  critic_acc=critic_acc.get(m, float('nan'))) for m, r in res.items()}).T
-
-# %% ../nbs/04_gan.ipynb #02c20f45
-def _critic_meta(cfg, gs): return dict(size=cfg.size, data=cfg.data, critic_nf=gs['critic_nf'], critic_blocks=gs['critic_blocks'])
-
-def load_pretrained_critic(path, cfg: Config, settings: dict | None = None) -> dict:
-    "The critic saved by `run` at `path` with its held-out accuracy and seconds, or a `CheckpointError` naming the file."
-    gs = settings or gan_settings(cfg)
-    ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or not {'model', 'acc', 'seconds', 'meta'} <= set(ck):
-        raise CheckpointError(f"checkpoint {path} is not a pretrained critic of this lesson")
-    if ck['meta'] != _critic_meta(cfg, gs):
-        raise CheckpointError(f"checkpoint {path} was written by a run with {ck['meta']}, but this run has {_critic_meta(cfg, gs)}")
-    critic = new_critic(gs)
-    try: critic.load_state_dict(ck['model'])
-    except RuntimeError as e: raise CheckpointError(f"checkpoint {path}: the critic does not fit ({' '.join(str(e).split())[:200]})") from None
-    return dict(critic=critic, acc=float(ck['acc']), seconds=float(ck['seconds']))
-
-def train_critic(cfg: Config, critic_pairs: dict, out: Path, settings: dict | None = None) -> dict:
-    "Pretrain a fresh critic on `critic_pairs` tiles, save it as `out/'critic_pretrained.pth'`; dict(critic, acc, seconds)."
-    gs, whole = settings or gan_settings(cfg), cfg.data == 'course'
-    tr = CriticTiles(critic_pairs['train'], gs['critic_size'], flip=True, whole=whole)
-    va = CriticTiles(critic_pairs['valid'], gs['critic_size'], whole=whole)
-    seed_everything(cfg)
-    critic = new_critic(gs)
-    t0 = time.perf_counter()
-    learn = pretrain_critic(critic, tr, va, gs['critic_epochs'], gs['critic_lr'], gs['critic_bs'], get_device(cfg))
-    secs, acc = time.perf_counter() - t0, float(learn.validate()[1])
-    save_checkpoint(dict(model=critic.state_dict(), acc=acc, seconds=secs, meta=_critic_meta(cfg, gs)), Path(out)/'critic_pretrained.pth')
-    return dict(critic=critic, acc=acc, seconds=secs, tiles=va)
-
-# %% ../nbs/04_gan.ipynb #a2faba78
-def run(cfg: Config, out: Path, resume: bool = False, **opts) -> dict:
-    "The lesson as a script: pretrained generator and critic, the NoGAN phase, a GAN from scratch on the same clock, the comparison."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    st, gs, dev = superres_settings(cfg), gan_settings(cfg), get_device(cfg)
-    crit_ck, nogan_ck, scratch_ck = out/'critic_pretrained.pth', out/'gan_nogan.pth', out/'gan_scratch.pth'
-    if resume:                                              # check every checkpoint before doing anything
-        crit = load_pretrained_critic(crit_ck, cfg, gs)
-        for ck in (nogan_ck, scratch_ck):
-            if ck.exists(): load_checkpoint(ck)
-    pairs = superres_pairs(cfg, st)
-    gen_info = pretrained_generator(cfg, pairs, out, gs)
-    if not resume:
-        with experiment('generate'):
-            gen = load_generator(gen_info['path'], cfg).to(dev)
-            critic_pairs = {k: save_generated(gen, one_per_photo(pairs[k])[:gs['max_photos']], generated_dir(pairs[k][0].hr.parent))
-                            for k in ('train', 'valid')}
-            del gen
-        crit = train_critic(cfg, critic_pairs, out, gs)
-        save_figure(show_tile_pairs(crit['tiles']), out/'critic_tiles.png')
-    critic0 = {k: v.clone() for k, v in crit['critic'].state_dict().items()}
-    stages = gs['gan_stages']
-    x_s, y_s = sample_inputs(pairs, cfg, gs['n_samples'], stages[0])
-    seed_everything(cfg)
-    loop = gan_loop(load_generator(gen_info['path'], cfg).to(dev), crit['critic'].to(dev), cfg, 'nogan', gs)
-    if resume and nogan_ck.exists(): loop.load(nogan_ck)
-    keep = [generator_keeper(out/'epochs', 'nogan')] if gs['keep_epochs'] else []
-    fit_gan(loop, stages, pairs, cfg, ckpt=nogan_ck, after_epoch=[sample_saver(x_s, out/'samples', 'nogan'), *keep],
-            after_batch=opts.get('after_batch', ()))
-    save_figure(plot_gan_history(loop, gs['critic_thresh']), out/'gan_schedule.png')
-    save_figure(show_epoch_samples(out/'samples', 'nogan', x_s, y_s), out/'nogan_samples.png')
-    nogan_gen, gan_secs, n_gen = loop.gen.eval(), loop.seconds, sum(loop.history['gen_mode'])
-    n_batches = len(loop.history['loss'])
-    loop.close(); del loop
-    seed_everything(cfg)
-    scratch = gan_loop(superres_generator(cfg).to(dev), new_critic(gs).to(dev), cfg, 'scratch', gs)
-    if resume and scratch_ck.exists(): scratch.load(scratch_ck)
-    budget = crit['seconds'] + gan_secs
-    fit_gan(scratch, (*stages[:-1], replace(stages[-1], epochs=10**6)), pairs, cfg, ckpt=scratch_ck,
-            after_epoch=[sample_saver(x_s, out/'samples', 'scratch')], budget_s=budget)
-    scratch_gen, scratch_secs, scratch_epochs = scratch.gen.eval(), scratch.seconds, scratch.epoch
-    scratch.close(); del scratch
-    pre_gen = load_generator(gen_info['path'], cfg).to(dev)
-    images = eval_images(pairs['valid'], cfg, st)
-    res = evaluate_superres({'pretrained': pre_gen, 'nogan': nogan_gen, 'scratch': scratch_gen}, images)
-    critic_ref = new_critic(gs).to(dev); critic_ref.load_state_dict(critic0)
-    targets = [im['target'] for im in images]
-    crit_acc = {m: critic_accuracy_on(critic_ref, r['outputs'], targets, gs['critic_size']) for m, r in res.items()}
-    save_figure(comparison_grid(res, images, methods=('pretrained', 'nogan', 'scratch')), out/'gan_grid.png')
-    table = gan_table(res, crit_acc)
-    metrics = {f'{k}_{m}': float(table.loc[m, k]) for m in table.index for k in ('psnr', 'ssim', 'sharpness', 'critic_acc')}
-    return dict(critic_acc=crit['acc'], **metrics, gan_seconds=gan_secs, scratch_seconds=scratch_secs,
-                critic_seconds=crit['seconds'], gen_pretrain_seconds=gen_info['seconds'], gen_source=gen_info['source'],
-                gan_epochs=sum(s.epochs for s in stages), gan_batches=n_batches, gan_generator_batches=n_gen,
-                scratch_epochs=scratch_epochs, weights=str(gs['weights']), content=gs['content'], held_out=','.join(im['name'] for im in images))

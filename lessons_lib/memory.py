@@ -62,22 +62,28 @@ class experiment:
         if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
         return self
 
-    def _delete_new_names(self):
-        "Delete notebook variables created inside the block, except the kept ones; return their names."
+    def _new_names(self):
+        "Notebook variables created inside the block, except the kept ones (and this experiment itself)."
         if self._names0 is None: return []
         ns = self.shell.user_ns
-        new = [n for n in set(ns) - self._names0
-               if not n.startswith('_') and n not in self.keep_names and not isinstance(ns[n], experiment)]
-        for n in new: del ns[n]
-        return sorted(new)
+        return sorted(n for n in set(ns) - self._names0
+                      if not n.startswith('_') and n not in self.keep_names and not isinstance(ns[n], experiment))
+
+    def _delete_new_names(self):
+        "Delete the `_new_names`; return them."
+        new = self._new_names()
+        for n in new: del self.shell.user_ns[n]
+        return new
 
     def __exit__(self, *exc):
         secs = time.perf_counter() - self._t0
         if self.backend is not None:
             try:
-                self.backend.keep_var_names(*self.keep_names)
+                ns, deleted = self.shell.user_ns, self._new_names()
+                mine = [n for n in set(ns) - self._names0 if isinstance(ns[n], experiment)]     # `with experiment(...) as exp`
+                self.backend.keep_var_names(*self.keep_names, *mine)
                 self.backend.finish(); self.backend = None
-                self.report = dict(seconds=secs, backend='ipyexperiments')
+                self.report = dict(seconds=secs, backend='ipyexperiments', deleted=deleted, kept=self.keep_names)
                 return False
             except Exception as e:
                 if self.verbose: print(f"experiment {self.name!r}: ipyexperiments failed at finish ({type(e).__name__}), using the light report")

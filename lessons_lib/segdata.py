@@ -14,9 +14,9 @@ from PIL import Image
 import torch
 from fastai.torch_core import TensorImage, TensorMask
 from fastprogress.fastprogress import progress_bar
-from .core import Config, LessonsError, get_config, pick
+from .core import Config, LessonsError, get_config
 from .weights import IMAGENET_MEAN, IMAGENET_STD
-from .data import materialize, mnist_path, course_data
+from .data import materialize, mnist_path, course_data, cache_dir
 
 # %% auto #0
 __all__ = ['SCENE_CODES', 'SCENE_VOID', 'SegDataError', 'load_digits', 'digit_scene', 'normalize_images', 'digit_canvases',
@@ -127,11 +127,18 @@ def open_mask(label_f):
     from fastai.vision.core import PILMask, load_image
     return PILMask(load_image(label_f))
 
+def _fix_hint(path) -> str:
+    "What to do about a bad file in the segmentation folder `path`: a cache is rebuilt by deleting it; a user's folder must be fixed."
+    if Path(cache_dir()).resolve() in Path(path).resolve().parents:
+        return f"the folder is a cache of generated scenes: delete {path} and run again to rebuild it"
+    return "remove or replace that file (and its image or label), then run again"
+
 def read_mask(img_file, img_size, n_classes) -> np.ndarray:
     "The mask of `img_file` as a uint8 array (`open_mask`), checked: its label file exists, is `img_size` (w, h), values < `n_classes`."
     lf = label_file(img_file)
     if not lf.is_file(): raise SegDataError(f"label file {lf} for image {img_file} is missing")
-    lb = open_mask(lf)
+    try: lb = open_mask(lf)
+    except Exception as e: raise SegDataError(f"label file {lf} is unreadable ({type(e).__name__}: {e}); {_fix_hint(Path(img_file).parent.parent)}") from None
     if lb.size != tuple(img_size):
         raise SegDataError(f"label file {lf} is {lb.size[0]}x{lb.size[1]} but its image {img_file} is {img_size[0]}x{img_size[1]}")
     if lb.mode not in ('L', 'P'): raise SegDataError(f"label file {lf} has mode {lb.mode}; masks are 8-bit class indices (mode L or P)")
@@ -149,10 +156,10 @@ def check_seg_folder(path, codes=None) -> list[Path]:
     return imgs
 
 # %% ../nbs/02a_segdata.ipynb #90dd85f3
-def seg_path(cfg: Config) -> Path:
-    "CamVid (`data=course`) or a digit-scenes folder sized by `cfg.size`."
+def seg_path(cfg: Config, n_train=3000, n_valid=300, size=64) -> Path:
+    "CamVid (`data=course`), or a folder of `n_train + n_valid` digit scenes of `size` px (the lesson's settings say how many)."
     if cfg.data == 'course': return course_data('CAMVID')
-    return digit_scenes_path(*pick(cfg, small=(3000, 300), full=(8000, 1000), tiny=(48, 16)), size=64, cfg=cfg)
+    return digit_scenes_path(n_train, n_valid, size=size, cfg=cfg)
 
 # %% ../nbs/02a_segdata.ipynb #f6951eab
 def seg_datablock(path, size=None, aug=False, pairs=None):
@@ -177,7 +184,8 @@ class SegPairs:
         self.files = seg_image_files(path)
         self.images, self.masks = {}, {}
         for f in progress_bar(self.files, leave=False):
-            im = np.asarray(PILImage.create(f))                          # RGB, as `ImageBlock` reads it
+            try: im = np.asarray(PILImage.create(f))                     # RGB, as `ImageBlock` reads it
+            except Exception as e: raise SegDataError(f"image {f} is unreadable ({type(e).__name__}: {e}); {_fix_hint(path)}") from None
             self.masks[label_file(f)] = torch.from_numpy(read_mask(f, im.shape[1::-1], len(codes)).copy())
             self.images[f] = torch.from_numpy(im.copy()).permute(2, 0, 1).contiguous()
     def image(self, f): "The image of file `f` as a `TensorImage`."; return TensorImage(self.images[f])

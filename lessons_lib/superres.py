@@ -1,4 +1,4 @@
-"""Crappified photo pairs, the lesson-2 U-Net as a generator, the course's feature loss, evaluation on held-out whole photos (PSNR, SSIM, sharpness), whole-photo inference of any size, and `run()` for `lesson7 superres`.
+"""Crappified photo pairs, the lesson-2 U-Net as a generator, the course's feature loss, evaluation on held-out whole photos (PSNR, SSIM, sharpness), whole-photo inference of any size.
 
 Docs: https://lessons-lib.github.io/lessons_lib/superres.html.md"""
 
@@ -6,178 +6,60 @@ Docs: https://lessons-lib.github.io/lessons_lib/superres.html.md"""
 
 # %% ../nbs/03_superres.ipynb #65e1b704
 from __future__ import annotations
-import copy, random, time
-from dataclasses import dataclass, replace
+import copy, hashlib
+from dataclasses import dataclass, replace, asdict
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 from PIL import Image
-from fastai.data.core import DataLoaders
-from fastai.data.transforms import RandomSplitter
+from fastprogress.fastprogress import progress_bar
 from fastai.learner import Learner
-from fastai.callback.schedule import fit_one_cycle
-from fastai.metrics import AvgMetric, LossMetrics
-from .core import Config, LessonsError, get_config, pick, get_device, seed_everything, save_json, save_figure, bf16_is_fast
-from .data import photos_path
-from .weights import save_checkpoint, load_checkpoint, load_weights, ImageNetNorm
-from .memory import experiment
-from .crappify import IMAGE_EXTS, crappify_folder, crappify_grid, to_rgb, watermark_box
-from .losses import FeatureLoss, vgg_features, feature_loss
-from .metrics import psnr, ssim, sharpness_ratio
-from .unet import Unet, build_unet, default_encoder, unet_splitter, count_hooks, precision_cbs
+from fastai.metrics import AvgMetric
+from .core import Config, LessonsError, get_config, pick, get_device, lesson_dir, use_bf16, atomic_write
+from .train import fit_stages
+from .weights import save_checkpoint, load_checkpoint, load_weights, ImageNetNorm, CheckpointError
+from .train import Stage, precision_cbs
+from .metrics import psnr, ssim, sharpness_ratio, blockiness, box_mask, region_psnr, region_ssim
+from .crappify import to_rgb
+from .srdata import SRDataSettings, COURSE_DATA, superres_dls, image_tensor
+from .unet import Unet, build_unet, default_encoder, unet_splitter
 
 # %% auto #0
-__all__ = ['COURSE_STAGES', 'Stage', 'superres_settings', 'SRPair', 'superres_pairs', 'SRCrops', 'superres_dls', 'show_sr_batch',
-           'ResidualGenerator', 'superres_generator', 'generator_splitter', 'save_generator', 'load_generator',
-           'upscale_tensor', 'upscale_image', 'eval_images', 'evaluate_superres', 'quality_table', 'psnr_metric',
-           'train_superres', 'feature_start', 'comparison_grid', 'run']
+__all__ = ['COURSE_STAGES', 'SUPERRES_SIZES', 'WM_MARGIN', 'JOBS', 'SuperresSettings', 'superres_settings', 'ResidualGenerator',
+           'superres_generator', 'generator_splitter', 'save_generator', 'generator_meta', 'load_generator',
+           'upscale_tensor', 'upscale_image', 'evaluate_superres', 'quality_table', 'jobs_table', 'psnr_metric',
+           'superres_learner', 'train_generator', 'feature_start', 'comparison_grid', 'error_difference_figure',
+           'blockiest_window', 'blocks_figure', 'upscale_files']
 
 # %% ../nbs/03_superres.ipynb #e59b2ebb
-@dataclass(frozen=True)
-class Stage:
-    "One `fit_one_cycle` of a training schedule."
-    size: int                 # crop (target) side in px
-    bs: int                   # batch size
-    epochs: int
-    lr: float | tuple         # max learning rate, or (lowest, highest) across the layer groups
-    frozen: bool = False      # train only the decoder (when the encoder is pretrained)
-    pct_start: float = 0.3
-    n_train: int | None = None  # crops per epoch (None: one per training pair)
-
 COURSE_STAGES = (Stage(128, 32, 10, 1e-2, frozen=True, pct_start=0.9), Stage(128, 32, 10, (1e-5, 1e-3), pct_start=0.9),
                  Stage(256, 12, 10, 1e-3, frozen=True, pct_start=0.9), Stage(256, 12, 10, (1e-6, 1e-4), pct_start=0.3))
 
-def superres_settings(cfg: Config) -> dict:
-    "All numbers of the super-resolution pipeline for `cfg.size` and `cfg.data` (`full` is the course's schedule)."
-    course = cfg.data == 'course'
-    mse = pick(cfg, tiny=(Stage(64, 4, 2, 3e-3, n_train=8),), small=(Stage(128, 8, 8, 3e-3, n_train=960),), full=COURSE_STAGES)
-    feat = pick(cfg, tiny=(Stage(64, 4, 1, 5e-4, n_train=8),), small=(Stage(64, 8, 2, 5e-4, n_train=600),), full=COURSE_STAGES)
-    return dict(
-        encoder=pick(cfg, tiny='handwritten', small='handwritten_wide', full=default_encoder(cfg)),  # resnet34 (full), lesson 1's ResNet (CPU)
-        widths=pick(cfg, tiny='symmetric', small='symmetric', full='fastai'),   # decoder widths (lesson 2): fastai's, or lighter
-        mse_stages=mse, feature_stages=feat, wd=1e-3,
-        feature_from_mse=pick(cfg, tiny=True, small=True, full=False),      # fine-tune the MSE generator, or start afresh
-        scale=2., min_side=96 if course else None,           # crappy: halved, or 96 px on the shorter side (course)
-        variants=1 if course else pick(cfg, tiny=2, small=16, full=16),
-        valid_pct=0.1 if course else 0.3,
-        max_zoom=2. if course else None,                     # course: zoomed crops resized to the stage size
-        min_photo_side=96 if course else max(s.size for s in mse + feat),
-        wm_frac=0. if course else 0.5,                       # share of training crops that cover the watermark
-        align=1 if course else 32,                           # native crops start on the JPEG colour-block grid (16 px x 2)
-        valid_crops=pick(cfg, tiny=1, small=4, full=4),
-        eval_side=256 if course else None,                   # evaluate at the target size the model was trained for
-        eval_crop=pick(cfg, tiny=128, small=None, full=None),  # tiny: evaluate on centre crops, for speed
-        n_eval=pick(cfg, tiny=3, small=None, full=200),
-    )
-
-# %% ../nbs/03_superres.ipynb #c64f5922
 @dataclass(frozen=True)
-class SRPair:
-    "A target photo `hr`, a crappified version `lr` of it, and the name that seeded the crappifier."
-    hr: Path
-    lr: Path
-    name: str
+class SuperresSettings:
+    "Lesson 3's numbers for one size; `superres_settings(cfg)` picks them (and the course data's)."
+    encoder: str = 'handwritten_wide'   # lesson 1's ResNet, twice lesson 2's channels (full: the course's resnet34)
+    widths: str = 'symmetric'           # decoder widths: lighter than fastai's (full: 'fastai', the course's)
+    mse_stages: tuple = (Stage(128, 8, 8, 3e-3, pct_start=0.3, n_train=960),)    # 960 steps of pixel MSE on 128-px crops
+    feature_stages: tuple = (Stage(64, 8, 2, 5e-4, pct_start=0.3, n_train=600),)  # then 150 steps of feature loss on 64-px crops
+    wd: float = 1e-3                    # the course's weight decay
+    feature_from_mse: bool = True       # fine-tune the MSE generator with the feature loss (full: train afresh, as the course)
+    lr_find_iters: int = 100            # fastai's default
+    data: SRDataSettings = SRDataSettings()
 
-    def watermark_box(self, lr_size, hr_size) -> tuple:
-        "The watermark's (left, top, right, bottom) box in target (`hr_size`) pixels."
-        l, t, r, b = watermark_box(self.name, lr_size)
-        sx, sy = hr_size[0] / lr_size[0], hr_size[1] / lr_size[1]
-        return l * sx, t * sy, r * sx, b * sy
+SUPERRES_SIZES = dict(
+    small=SuperresSettings(),
+    tiny=SuperresSettings(encoder='handwritten', lr_find_iters=5, mse_stages=(Stage(64, 4, 4, 3e-3, pct_start=0.3, n_train=16),),   # 4 short epochs: resume is testable feature_stages=(Stage(64, 4, 1, 5e-4, pct_start=0.3, n_train=8),),
+                          data=SRDataSettings(variants=2, min_photo_side=64, valid_crops=1, eval_crop=128, n_eval=3)),
+    full=SuperresSettings(encoder='resnet34', widths='fastai', mse_stages=COURSE_STAGES, feature_stages=COURSE_STAGES, feature_from_mse=False,
+                          data=SRDataSettings(min_photo_side=256, n_eval=200)))
 
-def superres_pairs(cfg: Config, settings: dict | None = None) -> dict:
-    "Crappified `SRPair`s of `photos_path(cfg)`, split by photo: `{'train': [...], 'valid': [...]}`."
-    st = settings or superres_settings(cfg)
-    src = photos_path(cfg)/'images'
-    raw = crappify_folder(src, scale=st['scale'], min_side=st['min_side'], min_size=st['min_photo_side'], variants=st['variants'])
-    photos = sorted({hr for hr, _ in raw})
-    if len(photos) < 2: raise LessonsError(f"need at least 2 usable photos in {src} to hold one out, found {len(photos)}")
-    train_idx, valid_idx = RandomSplitter(st['valid_pct'], seed=cfg.seed)(photos)
-    valid = {photos[i] for i in valid_idx}
-    pairs = [SRPair(hr, lr, lr.stem + hr.suffix) for hr, lr in raw]
-    return dict(train=[p for p in pairs if p.hr not in valid],
-                valid=[p for p in pairs if p.hr in valid and p.name == p.hr.name])
-
-# %% ../nbs/03_superres.ipynb #02359c61
-def _to_tensor(img) -> torch.Tensor: return torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1)
-
-def _open_rgb(path) -> Image.Image:
-    with Image.open(path) as im: return to_rgb(im)
-
-class SRCrops(torch.utils.data.Dataset):
-    "(bicubic-upsampled crappy crop, target crop) pairs of `size` px from `pairs`: random if `train`, else fixed."
-    def __init__(self, pairs, size, n=None, train=True, max_zoom=None, wm_frac=0.5, crops_per_photo=1, align=1, seed=0):
-        self.pairs, self.size, self.train, self.max_zoom, self.wm_frac, self.align = list(pairs), size, train, max_zoom, wm_frac, align
-        self.n = n or len(self.pairs) * (1 if train else crops_per_photo)
-        self.rng, self.seed, self.cpp = random.Random(seed), seed, crops_per_photo
-        self._cache = {} if len(self.pairs) <= 256 else None
-
-    def __len__(self): return self.n
-
-    def images(self, i):
-        "The (target, crappy) PIL images of pair `i`, cached for small datasets."
-        if self._cache is not None and i in self._cache: return self._cache[i]
-        p = self.pairs[i]
-        ims = _open_rgb(p.hr), _open_rgb(p.lr)
-        if self._cache is not None: self._cache[i] = ims
-        return ims
-
-    def _box(self, rng, hr, lr, p, cover_wm):
-        "A square (left, top, side) crop in target pixels."
-        W, H = hr.size
-        s = self.size if self.max_zoom is None else min(W, H) / (rng.uniform(1, self.max_zoom) if self.train else 1)
-        s = min(s, W, H)
-        lo_x, lo_y = 0., 0.
-        hi_x, hi_y = W - s, H - s
-        if cover_wm:
-            l, t, r, b = p.watermark_box(lr.size, hr.size)
-            lo_x, hi_x = max(0, min(r - s, hi_x)), max(0, min(l, hi_x))
-            lo_y, hi_y = max(0, min(b - s, hi_y)), max(0, min(t, hi_y))
-            lo_x, lo_y = min(lo_x, hi_x), min(lo_y, hi_y)
-        x, y = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
-        if self.max_zoom is None:                                 # native crops: on whole pixels, on the JPEG grid
-            a = self.align
-            x, y = min(round(x / a) * a, int(hi_x) // a * a), min(round(y / a) * a, int(hi_y) // a * a)
-        return x, y, s
-
-    def __getitem__(self, idx):
-        if self.train: i, rng = idx % len(self.pairs), self.rng
-        else: i, rng = idx // self.cpp, random.Random(self.seed * 100_003 + idx)
-        hr, lr = self.images(i)
-        if self.train: cover = rng.random() < self.wm_frac
-        else: cover = idx % self.cpp == 0 and self.max_zoom is None
-        if not self.train and self.max_zoom is not None:       # course-style validation: centre crop
-            s = min(hr.size); x, y = (hr.width - s) / 2, (hr.height - s) / 2
-        else: x, y, s = self._box(rng, hr, lr, self.pairs[i], cover)
-        fx, fy = lr.width / hr.width, lr.height / hr.height
-        size = (self.size, self.size)
-        inp = lr.resize(size, Image.BICUBIC, box=(x * fx, y * fy, (x + s) * fx, (y + s) * fy))
-        targ = hr.crop((x, y, x + s, y + s)) if s == self.size else hr.resize(size, Image.LANCZOS, box=(x, y, x + s, y + s))
-        inp, targ = _to_tensor(inp), _to_tensor(targ)
-        if self.train and rng.random() < 0.5: inp, targ = inp.flip(-1), targ.flip(-1)
-        return inp, targ
-
-def superres_dls(pairs: dict, stage: Stage, cfg: Config, settings: dict | None = None) -> DataLoaders:
-    "fastai `DataLoaders` of `SRCrops` for one training `stage` (random training crops, fixed validation crops)."
-    st = settings or superres_settings(cfg)
-    kw = dict(max_zoom=st['max_zoom'], align=st['align'], seed=cfg.seed)
-    train = SRCrops(pairs['train'], stage.size, n=stage.n_train, wm_frac=st['wm_frac'], **kw)
-    valid = SRCrops(pairs['valid'], stage.size, train=False, crops_per_photo=st['valid_crops'], **kw)
-    return DataLoaders.from_dsets(train, valid, bs=stage.bs, num_workers=0, device=get_device(cfg))
-
-# %% ../nbs/03_superres.ipynb #c37b8051
-def show_sr_batch(x, y, n=6):
-    "A figure of `n` inputs (top row) over their targets (bottom row)."
-    import matplotlib.pyplot as plt
-    n = min(n, len(x))
-    fig, axs = plt.subplots(2, n, figsize=(1.8 * n, 3.8), squeeze=False)
-    for j in range(n):
-        for row, t in enumerate((x, y)):
-            axs[row, j].imshow(t[j].permute(1, 2, 0).clamp(0, 1).cpu()); axs[row, j].axis('off')
-    axs[0, 0].set_title('input', loc='left'); axs[1, 0].set_title('target', loc='left')
-    fig.tight_layout()
-    return fig
+def superres_settings(cfg: Config) -> SuperresSettings:
+    "The `SuperresSettings` of `cfg.size`, with the course's data settings (`srdata.COURSE_DATA`) when `cfg.data` is course."
+    st = pick(cfg, **SUPERRES_SIZES)
+    return replace(st, data=replace(st.data, **COURSE_DATA)) if cfg.data == 'course' else st
 
 # %% ../nbs/03_superres.ipynb #c3e76737
 class ResidualGenerator(nn.Module):
@@ -189,13 +71,12 @@ class ResidualGenerator(nn.Module):
         self.norm = ImageNetNorm()
 
     def forward(self, x):
+        x = x.as_subclass(torch.Tensor)                  # fastai's typed images: plain tensors inside the model, for speed
         out = x + self.unet(self.norm(x)).float()
         return out if self.training else out.clamp(0, 1)
 
-def superres_generator(cfg: Config, encoder: str | None = None, widths: str | None = None, self_attention=False) -> ResidualGenerator:
+def superres_generator(cfg: Config, encoder: str, widths: str, self_attention=False) -> ResidualGenerator:
     "A fresh generator: lesson 2's `Unet` (blur, weight norm, `last_cross`, 3 outputs) on `encoder`, zero-init head."
-    st = superres_settings(cfg)
-    encoder, widths = encoder or st['encoder'], widths or st['widths']
     unet = build_unet(cfg, 3, encoder=encoder, widths=widths, y_range=(-1., 1.), blur=True, norm_type='weight', self_attention=self_attention)
     conv = unet.head[0]
     nn.init.zeros_(conv.weight); nn.init.zeros_(conv.bias)
@@ -206,15 +87,20 @@ def generator_splitter(gen: ResidualGenerator) -> list:
     return unet_splitter(gen.unet)
 
 # %% ../nbs/03_superres.ipynb #21f3a928
-def save_generator(gen: ResidualGenerator, path) -> Path:
-    "Save `gen`'s weights and architecture settings to `path` (atomically)."
-    return save_checkpoint(dict(model=gen.state_dict(), arch=dict(gen.arch)), path)
+def save_generator(gen: ResidualGenerator, path, meta=None) -> Path:
+    "Save `gen`'s weights, architecture and the `meta` of the run that trained it to `path` (atomically)."
+    return save_checkpoint(dict(model=gen.state_dict(), arch=dict(gen.arch), meta=dict(meta or {})), path)
+
+def generator_meta(path) -> dict:
+    "The `meta` that `save_generator` recorded at `path`."
+    ck = load_checkpoint(path)
+    return ck.get('meta', {}) if isinstance(ck, dict) else {}
 
 def load_generator(path, cfg: Config | None = None) -> ResidualGenerator:
     "Rebuild the generator saved at `path` by `save_generator` and load its weights (on the CPU; move it with `.to`)."
     ck = load_checkpoint(path)
-    arch = ck.get('arch', {}) if isinstance(ck, dict) else {}
-    gen = superres_generator(replace(cfg or get_config(), pretrained='off'), **arch)
+    if not isinstance(ck, dict) or 'arch' not in ck: raise CheckpointError(f"checkpoint {path} is not a generator saved by save_generator")
+    gen = superres_generator(replace(cfg or get_config(), pretrained='off'), **ck['arch'])
     return load_weights(gen, path).eval()
 
 # %% ../nbs/03_superres.ipynb #324f9f6d
@@ -226,8 +112,8 @@ def _run_padded(gen, x):
     return gen(F.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
 
 @torch.no_grad()
-def upscale_tensor(gen, x: torch.Tensor, tile=512, overlap=64) -> torch.Tensor:
-    "`gen` (in eval mode) on a whole bicubic-upsampled image `x` (3, h, w) of any size, tiled above `tile` px."
+def upscale_tensor(gen, x: torch.Tensor, tile=512, overlap=64, progress=None) -> torch.Tensor:
+    "`gen` (in eval mode) on a whole image `x` (3, h, w) of any size, tiled above `tile` px; `progress(i, n)` after each tile (None: a bar if many)."
     was_training, dev = gen.training, next(gen.parameters()).device
     gen.eval()
     try:
@@ -235,84 +121,80 @@ def upscale_tensor(gen, x: torch.Tensor, tile=512, overlap=64) -> torch.Tensor:
         h, w = x.shape[-2:]
         if h <= tile and w <= tile: return _run_padded(gen, x)[0].cpu()
         out = torch.empty_like(x)
-        for t in range(0, h, tile):
-            for l in range(0, w, tile):
-                b, r = min(t + tile, h), min(l + tile, w)
-                t0, l0, b0, r0 = max(0, t - overlap), max(0, l - overlap), min(h, b + overlap), min(w, r + overlap)
-                out[..., t:b, l:r] = _run_padded(gen, x[..., t0:b0, l0:r0])[..., t - t0: b - t0, l - l0: r - l0]
+        tiles = [(t, l) for t in range(0, h, tile) for l in range(0, w, tile)]
+        for k, (t, l) in enumerate(progress_bar(tiles, leave=False) if progress is None and len(tiles) > 4 else tiles):
+            b, r = min(t + tile, h), min(l + tile, w)
+            t0, l0, b0, r0 = max(0, t - overlap), max(0, l - overlap), min(h, b + overlap), min(w, r + overlap)
+            out[..., t:b, l:r] = _run_padded(gen, x[..., t0:b0, l0:r0])[..., t - t0: b - t0, l - l0: r - l0]
+            if callable(progress): progress(k + 1, len(tiles))
         return out[0].cpu()
     finally: gen.train(was_training)
 
-def upscale_image(gen, img: Image.Image, size=None, scale=2.) -> Image.Image:
-    "Upscale PIL `img` to `size` (w, h) (default `scale`× its size): bicubic, then the generator."
+def upscale_image(gen, img: Image.Image, size=None, scale=2., progress=None) -> Image.Image:
+    "Upscale PIL `img` (EXIF rotation applied first) to `size` (w, h) (default `scale`x its size): bicubic, then the generator."
+    img = to_rgb(img)
     size = size or (round(img.width * scale), round(img.height * scale))
-    x = _to_tensor(to_rgb(img).resize(size, Image.BICUBIC))
-    y = upscale_tensor(gen, x)
+    y = upscale_tensor(gen, image_tensor(img.resize(size, Image.BICUBIC)), progress=progress)
     return Image.fromarray((y.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
 
 # %% ../nbs/03_superres.ipynb #ba9c7525
-def eval_images(pairs: list, cfg: Config, settings: dict | None = None) -> list:
-    "For each held-out pair: dict(name, lr (PIL), bicubic, target (tensors), box: the watermark box in target px)."
-    st, out = settings or superres_settings(cfg), []
-    for p in pairs[:st['n_eval']]:
-        hr, lr = _open_rgb(p.hr), _open_rgb(p.lr)
-        box = p.watermark_box(lr.size, hr.size)
-        if st['eval_side']:
-            f = st['eval_side'] / min(hr.size)
-            hr = hr.resize((round(hr.width * f), round(hr.height * f)), Image.LANCZOS); box = tuple(v * f for v in box)
-        if st['eval_crop']:
-            c = st['eval_crop']; l, t = (hr.width - c) // 2, (hr.height - c) // 2
-            fx, fy = lr.width / hr.width, lr.height / hr.height
-            lr = lr.resize((round(c * fx), round(c * fy)), Image.BICUBIC, box=(l * fx, t * fy, (l + c) * fx, (t + c) * fy))
-            hr, box = hr.crop((l, t, l + c, t + c)), (box[0] - l, box[1] - t, box[2] - l, box[3] - t)
-        out.append(dict(name=p.hr.name, lr=lr, bicubic=_to_tensor(lr.resize(hr.size, Image.BICUBIC)), target=_to_tensor(hr), box=box))
-    return out
+WM_MARGIN = 4    # px around the watermark's box that count as inside it (the text's JPEG ringing spreads a little)
 
 def evaluate_superres(gens: dict, images: list) -> dict:
-    "PSNR, SSIM and sharpness ratio of bicubic and of each generator in `gens` on `images`; outputs kept for the grid."
+    "PSNR, SSIM, sharpness, blockiness, and PSNR/SSIM inside and outside the watermark, of bicubic and of each of `gens` on `images`."
     res = {'bicubic': dict(outputs=[im['bicubic'] for im in images])}
     for name, g in gens.items(): res[name] = dict(outputs=[upscale_tensor(g, im['bicubic']) for im in images])
+    masks = [box_mask(im['target'].shape, im['box'], WM_MARGIN) for im in images]
     for name, r in res.items():
         for k, f in (('psnr', psnr), ('ssim', ssim), ('sharpness', sharpness_ratio)):
             r[k] = [f(o, im['target']).item() for o, im in zip(r['outputs'], images)]
+        r['psnr_inside_wm'] = [region_psnr(o, im['target'], m) for o, im, m in zip(r['outputs'], images, masks)]
+        r['psnr_outside_wm'] = [region_psnr(o, im['target'], ~m) for o, im, m in zip(r['outputs'], images, masks)]
+        r['ssim_outside_wm'] = [region_ssim(o, im['target'], ~m) for o, im, m in zip(r['outputs'], images, masks)]
+        r['blockiness'] = [blockiness(o).item() for o in r['outputs']]
     return res
 
-def quality_table(res: dict, images: list):
-    "A pandas table: one row per method, PSNR/SSIM/sharpness per photo and their mean."
+def quality_table(res: dict, images: list, keys=('psnr', 'ssim', 'sharpness')):
+    "A pandas table: one row per method, each of `keys` per photo and their mean."
     import pandas as pd
     rows = {}
     for m, r in res.items():
         row = {}
-        for k in ('psnr', 'ssim', 'sharpness'):
+        for k in keys:
             row.update({f'{k} {im["name"].rsplit(".", 1)[0]}': v for im, v in zip(images, r[k])})
             row[f'{k} mean'] = float(np.mean(r[k]))
         rows[m] = row
     return pd.DataFrame(rows).T
 
+JOBS = ('psnr', 'psnr_inside_wm', 'psnr_outside_wm', 'ssim', 'ssim_outside_wm', 'blockiness', 'sharpness')
+
+def jobs_table(res: dict):
+    "A pandas table of each method's mean PSNR and SSIM over the whole photos, inside and outside the watermark, blockiness, sharpness."
+    import pandas as pd
+    return pd.DataFrame({m: {k: float(np.mean(r[k])) for k in JOBS} for m, r in res.items()}).T
+
 # %% ../nbs/03_superres.ipynb #21c5d4df
 def psnr_metric(pred, targ): return psnr(pred.clamp(0, 1), targ)
 
-def train_superres(gen: ResidualGenerator, loss_func, pairs: dict, cfg: Config, stages, settings: dict | None = None, metrics=()) -> Learner:
-    "Train `gen` with `loss_func` through `stages` (fastai one-cycle, freeze/unfreeze); return the `Learner`."
-    st = settings or superres_settings(cfg)
+def superres_learner(gen: ResidualGenerator, loss_func, dls, st: SuperresSettings, bf16=False, metrics=()) -> Learner:
+    "A fastai `Learner` training `gen` with `loss_func` (encoder and decoder as two groups), reporting the crops' PSNR each epoch."
+    return Learner(dls, gen, loss_func=loss_func, wd=st.wd, splitter=generator_splitter,
+                   metrics=[AvgMetric(psnr_metric), *metrics], cbs=precision_cbs(bf16))
+
+def train_generator(gen, loss_func, stages, pairs, st: SuperresSettings, cfg: Config, ckpt=None, meta=None, metrics=(), name='generator') -> Learner:
+    "Train `gen` with `loss_func` through `stages` on `pairs`' crops, checkpointing each epoch to `ckpt`; `learn.seconds`: the training's."
     dev = get_device(cfg)
-    learn = Learner(superres_dls(pairs, stages[0], cfg, st), gen.to(dev), loss_func=loss_func, wd=st['wd'],
-                    splitter=generator_splitter, metrics=[AvgMetric(psnr_metric), *metrics], cbs=precision_cbs(dev))
-    for i, stage in enumerate(stages):
-        if i: learn.dls = superres_dls(pairs, stage, cfg, st)
-        if stage.frozen and gen.is_pretrained: learn.freeze()
-        else: learn.unfreeze()
-        lr = slice(*stage.lr) if isinstance(stage.lr, tuple) else stage.lr
-        learn.fit_one_cycle(stage.epochs, lr, pct_start=stage.pct_start)
+    make_dls = lambda stage: superres_dls(pairs, stage, st.data, cfg.seed, dev)
+    learn = superres_learner(gen.to(dev), loss_func, make_dls(stages[0]), st, use_bf16(cfg, dev), metrics)
+    learn.seconds = sum(fit_stages(learn, stages, make_dls, ckpt=ckpt, resume=cfg.resume, meta=meta, pretrained=gen.is_pretrained, name=name))
     gen.eval()
     return learn
 
 # %% ../nbs/03_superres.ipynb #9e692faa
-def feature_start(cfg: Config, gen_mse: ResidualGenerator | None = None, settings: dict | None = None) -> ResidualGenerator:
-    "The generator the feature-loss training starts from: a copy of `gen_mse` if `settings['feature_from_mse']`, else fresh."
-    st = settings or superres_settings(cfg)
-    if st['feature_from_mse'] and gen_mse is not None: return copy.deepcopy(gen_mse).train()
-    return superres_generator(cfg)
+def feature_start(cfg: Config, st: SuperresSettings, gen_mse: ResidualGenerator | None = None) -> ResidualGenerator:
+    "The generator the feature-loss training starts from: a copy of `gen_mse` if `st.feature_from_mse`, else a fresh one."
+    if st.feature_from_mse and gen_mse is not None: return copy.deepcopy(gen_mse).train()
+    return superres_generator(cfg, st.encoder, st.widths)
 
 # %% ../nbs/03_superres.ipynb #c2c6a57b
 def comparison_grid(res: dict, images: list, methods=('bicubic', 'mse', 'feature'), zoom_pad=16):
@@ -331,7 +213,7 @@ def comparison_grid(res: dict, images: list, methods=('bicubic', 'mse', 'feature
     for k, im in enumerate(images):
         H, W = im['target'].shape[-2:]
         l, t, r, b = boxes[k]
-        crappy = _to_tensor(im['lr'].resize((W, H), Image.NEAREST))
+        crappy = image_tensor(im['lr'].resize((W, H), Image.NEAREST))
         pics = [crappy, *[res[m]['outputs'][k] for m in cols[1:-1]], im['target']]
         for j, (c, p) in enumerate(zip(cols, pics)):
             a0, a1 = axs[2 * k, j], axs[2 * k + 1, j]
@@ -343,60 +225,76 @@ def comparison_grid(res: dict, images: list, methods=('bicubic', 'mse', 'feature
     fig.tight_layout()
     return fig
 
-# %% ../nbs/03_superres.ipynb #f3ef2a97
+# %% ../nbs/03_superres.ipynb #029e6868
+def error_difference_figure(res: dict, images: list, method='mse', vmax=0.01):
+    "Figure: per photo, `method`'s per-pixel squared error minus bicubic's (blue better, red worse), the watermark boxed."
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    fig, axs = plt.subplots(1, len(images), figsize=(4.2 * len(images), 3.6), squeeze=False)
+    for ax, im, o, b in zip(axs[0], images, res[method]['outputs'], res['bicubic']['outputs']):
+        d = ((o - im['target'])**2).mean(0) - ((b - im['target'])**2).mean(0)
+        h = ax.imshow(d, cmap='RdBu_r', vmin=-vmax, vmax=vmax)
+        l, t, r, bb = im['box']; ax.add_patch(Rectangle((l, t), r - l, bb - t, fill=False, color='k', lw=1))
+        ax.set_title(f"{im['name']}: {method} - bicubic", fontsize=9); ax.axis('off')
+    fig.colorbar(h, ax=axs[0].tolist(), shrink=0.8, label='squared error difference')
+    return fig
+
+# %% ../nbs/03_superres.ipynb #029e686b
+def blockiest_window(img, box, size=64, step=16):
+    "(left, top) of the `size`-px window of `img` (c, h, w), on the 16-px grid and clear of `box`, with the highest `blockiness`."
+    H, W = img.shape[-2:]
+    l, t, r, b = box
+    best, at = -1., (0, 0)
+    for y in range(0, H - size + 1, step):
+        for x in range(0, W - size + 1, step):
+            if x < r and x + size > l and y < b and y + size > t: continue
+            v = blockiness(img[:, y:y + size, x:x + size]).item()
+            if v > best: best, at = v, (x, y)
+    return at
+
+def blocks_figure(res: dict, images: list, methods=('bicubic', 'mse', 'feature'), size=64):
+    "Figure: the blockiest window of the photo where bicubic is blockiest, for each of `methods` and the target, with their blockiness."
+    import matplotlib.pyplot as plt
+    k = int(np.argmax(res['bicubic']['blockiness']))
+    x, y = blockiest_window(res['bicubic']['outputs'][k], images[k]['box'], size)
+    crops = {m: res[m]['outputs'][k] for m in methods if m in res} | {'target': images[k]['target']}
+    fig, axs = plt.subplots(1, len(crops), figsize=(2.6 * len(crops), 2.9))
+    for ax, (m, img) in zip(axs, crops.items()):
+        c = img[:, y:y + size, x:x + size]
+        ax.imshow(c.permute(1, 2, 0).clamp(0, 1), interpolation='nearest')
+        ax.set_title(f'{m}\nblockiness {blockiness(c).item():.2f}', fontsize=9); ax.axis('off')
+    fig.suptitle(f"{images[k]['name']}, {size}x{size} px at ({x}, {y})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/03_superres.ipynb #f3ef2a98
 def _check_image_file(path) -> Path:
     "`path` as a Path, or a `LessonsError` saying why it is not a readable image."
     path = Path(path)
+    if path.is_dir(): raise LessonsError(f"--image {path} is a directory; give an image file")
     if not path.is_file(): raise LessonsError(f"--image {path}: no such file")
     try:
         with Image.open(path) as im: im.load()
     except Exception as e: raise LessonsError(f"--image {path} is not a readable image ({type(e).__name__}: {e})") from None
     return path
 
-def _train_one(kind, cfg, pairs, st, out, resume, gen_mse=None, verbose=True) -> dict:
-    "Train (or, with `resume`, load) the `kind` ('mse' or 'feature') generator: dict(gen, seconds, vgg_pretrained)."
-    ckpt, dev = out/f'generator_{kind}.pth', get_device(cfg)
-    if resume and ckpt.is_file(): return dict(gen=load_generator(ckpt, cfg).to(dev), seconds=0., vgg_pretrained=None)
-    with experiment(f'superres-{kind}', verbose=verbose):
-        seed_everything(cfg)
-        vgg_pretrained, t0 = None, time.perf_counter()
-        if kind == 'mse':
-            gen = superres_generator(cfg)
-            train_superres(gen, nn.MSELoss(), pairs, cfg, st['mse_stages'], st)
-        else:
-            gen = feature_start(cfg, gen_mse, st)
-            with feature_loss(cfg, dev) as fl:
-                vgg_pretrained = fl.m_feat.is_pretrained
-                train_superres(gen, fl, pairs, cfg, st['feature_stages'], st, metrics=LossMetrics(fl.metric_names))
-        secs = time.perf_counter() - t0
-        save_generator(gen, ckpt)
-    return dict(gen=gen, seconds=secs, vgg_pretrained=vgg_pretrained)
-
-def run(cfg: Config, out: Path, resume: bool = False, **opts) -> dict:
-    "The lesson as a script: train MSE and feature-loss generators, evaluate on held-out photos, save grid and checkpoints."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    image = opts.get('image')
-    if image is not None: image = _check_image_file(image)
-    st = superres_settings(cfg)
-    if image is not None:
-        ckpt = out/'generator_feature.pth'
-        if not ckpt.is_file():
-            raise LessonsError(f"no trained generator at {ckpt}: run `lesson7 superres --out {out.parent}` first (same --size), then --image")
-        gen = load_generator(ckpt, cfg).to(get_device(cfg))
-        with Image.open(image) as im: big = upscale_image(gen, im, scale=st['scale'])
-        dest = out/f'{image.stem}_x{st["scale"]:g}.png'
-        big.save(dest)
-        return dict(image=str(image), output=str(dest), width=big.width, height=big.height)
-    pairs = superres_pairs(cfg, st)
-    save_figure(crappify_grid([(p.hr, p.lr) for p in pairs['train'][::st['variants']]], n=3), out/'crappify.png')
-    done = dict(mse=_train_one('mse', cfg, pairs, st, out, resume))
-    done['feature'] = _train_one('feature', cfg, pairs, st, out, resume, gen_mse=done['mse']['gen'])
-    gens, secs = {k: d['gen'] for k, d in done.items()}, {k: d['seconds'] for k, d in done.items()}
-    images = eval_images(pairs['valid'], cfg, st)
-    res = evaluate_superres(gens, images)
-    save_figure(comparison_grid(res, images), out/'superres_grid.png')
-    metrics = {f'{k}_{m}': float(np.mean(res[m][k])) for m in res for k in ('psnr', 'ssim', 'sharpness')}
-    steps = lambda stages: sum(s.epochs * ((s.n_train or len(pairs['train'])) // s.bs) for s in stages)
-    return dict(**metrics, train_seconds=sum(secs.values()), train_seconds_mse=secs['mse'], train_seconds_feature=secs['feature'],
-                steps_mse=steps(st['mse_stages']), steps_feature=steps(st['feature_stages']), held_out=','.join(im['name'] for im in images), n_train_pairs=len(pairs['train']),
-                vgg_pretrained=str(done['feature']['vgg_pretrained']), encoder=st['encoder'])
+def upscale_files(cfg: Config, images, log=print) -> list:
+    "Upscale each of `images` with the feature-loss generator in `out/superres`; write `out/superres/upscaled/NAME-HASH_x2.png`."
+    images = [_check_image_file(p) for p in images]
+    d = lesson_dir(cfg, 'superres')
+    ckpt = d/'generator_feature.pth'
+    if not ckpt.is_file():
+        raise LessonsError(f"no trained generator at {ckpt}: run `lesson7 superres` with the same --out (and --size) first, then --image")
+    gen, scale = load_generator(ckpt, cfg).to(get_device(cfg)), superres_settings(cfg).data.scale
+    done = []
+    for src in images:
+        tag = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]
+        dest = d/'upscaled'/f'{src.stem}-{tag}_x{scale:g}.png'
+        def _tick(k, n):
+            if n > 1 and (k == n or k % max(1, n // 10) == 0): log(f'  {src.name}: tile {k}/{n}')
+        with Image.open(src) as im:
+            log(f'upscaling {src} ({im.width}x{im.height}) x{scale:g}')
+            big = upscale_image(gen, im, scale=scale, progress=_tick)
+        atomic_write(dest, lambda p: big.save(p, format='PNG'))
+        done.append((src, dest))
+    return done

@@ -1,4 +1,4 @@
-"""A handwritten U-Net (pixel shuffle + ICNR upsampling, any encoder, no hooks to leak) trained on digit scenes or CamVid and measured against fastai's `DynamicUnet`.
+"""A handwritten U-Net (pixel shuffle + ICNR upsampling, any encoder, no hooks to leak) trained on digit scenes or CamVid and measured against fastai's `DynamicUnet`, with the course's `unet_learner`, `lr_find` and `show_results`.
 
 Docs: https://lessons-lib.github.io/lessons_lib/unet.html.md"""
 
@@ -6,99 +6,29 @@ Docs: https://lessons-lib.github.io/lessons_lib/unet.html.md"""
 
 # %% ../nbs/02_unet.ipynb #f1de5dbc
 from __future__ import annotations
-import copy, time
+import copy
 from collections import OrderedDict
-from pathlib import Path
+from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.nn.utils.parametrizations import weight_norm, spectral_norm
-from fastai.layers import SigmoidRange, SelfAttention
-from fastai.learner import Metric
-from fastai.callback.core import Callback
-from .core import Config, LessonsError, get_config, pick, get_device, seed_everything, save_figure, bf16_is_fast
-from .weights import pretrained_model, save_checkpoint, load_weights
-from .memory import experiment
-from .segdata import seg_path, read_codes, seg_dls
-from .resnet import ResNet, n_params, conv_layer as resnet_conv_layer
+from fastai.layers import SigmoidRange
+from .core import Config, LessonsError, get_config, pick, get_device
+from .weights import pretrained_model
+from .layers import conv_layer, check_norm, PixelShuffleICNR, SelfAttention
+from .train import Stage, fused_adam, precision_cbs, train_classifier, n_params
+from .metrics import seg_metrics
+from .losses import PixelCrossEntropy
+from .segdata import seg_dls
+from .resnet import ResNet
 
 # %% auto #0
-__all__ = ['NORM_TYPES', 'HANDWRITTEN_NFS', 'HANDWRITTEN_ENCODERS', 'WIDTHS', 'icnr_init', 'blur_layer', 'norm_conv_layer',
-           'PixelShuffleICNR', 'upsampler_demo', 'body_of', 'set_in_channels', 'handwritten_encoder', 'unet_encoder',
-           'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet', 'count_hooks',
-           'default_encoder', 'build_unet', 'unet_splitter', 'pretrain_encoder', 'acc_nonvoid', 'seg_confusion',
-           'miou_from_confusion', 'ConfusionMetric', 'seg_metrics', 'PixelCrossEntropy', 'fused_adam', 'BF16Autocast',
-           'precision_cbs', 'seg_learner', 'dynamic_unet_learner', 'unet_schedule', 'stage_dls', 'fit_stages',
-           'learner_summary', 'results_figure', 'unet_settings', 'unet_encoder_for', 'run']
-
-# %% ../nbs/02_unet.ipynb #e03a2b3d
-def icnr_init(w: torch.Tensor, scale=2, init=nn.init.kaiming_normal_) -> torch.Tensor:
-    "ICNR init for a conv weight `w` feeding `PixelShuffle(scale)`: each group of `scale**2` filters is identical."
-    nf, ni, *ks = w.shape
-    if nf % scale**2: raise ValueError(f"ICNR needs output channels divisible by scale**2={scale**2}, got {nf}")
-    k = init(w.new_zeros(nf // scale**2, ni, *ks))
-    return k.repeat_interleave(scale**2, dim=0)
-
-# %% ../nbs/02_unet.ipynb #7f2706ec
-def blur_layer() -> nn.Sequential:
-    "Replication pad (left, top) + 2×2 average pool with stride 1: a size-keeping blur against checkerboards."
-    return nn.Sequential(nn.ReplicationPad2d((1, 0, 1, 0)), nn.AvgPool2d(2, stride=1))
-
-# %% ../nbs/02_unet.ipynb #0453c315
-NORM_TYPES = ('batch', 'weight', 'spectral', None)
-
-def _check_norm(norm_type):
-    if norm_type not in NORM_TYPES: raise LessonsError(f"norm_type={norm_type!r} is not one of {NORM_TYPES}")
-
-def norm_conv_layer(ni, nf, ks=3, stride=1, norm_type=None, act=True, init=nn.init.kaiming_normal_) -> nn.Sequential:
-    "Conv (padding `ks//2`) → BatchNorm (if `norm_type='batch'`) → ReLU (if `act`); weight/spectral norm wrap the conv."
-    _check_norm(norm_type)
-    conv = nn.Conv2d(ni, nf, ks, stride=stride, padding=ks//2, bias=norm_type != 'batch')
-    init(conv.weight)
-    if conv.bias is not None: nn.init.zeros_(conv.bias)
-    if norm_type == 'weight': conv = weight_norm(conv)
-    if norm_type == 'spectral': conv = spectral_norm(conv)
-    layers = [conv] + ([nn.BatchNorm2d(nf)] if norm_type == 'batch' else []) + ([nn.ReLU(inplace=True)] if act else [])
-    return nn.Sequential(*layers)
-
-# %% ../nbs/02_unet.ipynb #c1857682
-class PixelShuffleICNR(nn.Sequential):
-    "Upsample ×`scale` from `ni` to `nf` channels: 1×1 conv with ICNR init, ReLU, `PixelShuffle`, optional blur."
-    def __init__(self, ni, nf=None, scale=2, blur=False, norm_type=None):
-        nf = nf or ni
-        conv = nn.Conv2d(ni, nf * scale**2, 1)
-        with torch.no_grad(): conv.weight.copy_(icnr_init(conv.weight, scale)); conv.bias.zero_()
-        if norm_type == 'weight': conv = weight_norm(conv)   # g, v initialised from the ICNR weight
-        elif norm_type == 'spectral': conv = spectral_norm(conv)
-        elif norm_type is not None: _check_norm(norm_type)
-        layers = [conv] + ([nn.BatchNorm2d(nf * scale**2)] if norm_type == 'batch' else []) + [nn.ReLU(inplace=True), nn.PixelShuffle(scale)]
-        super().__init__(*layers, *([blur_layer()] if blur else []))
-
-# %% ../nbs/02_unet.ipynb #e574ce77
-def _channelwise(w_shape, per_channel):
-    "A conv weight that applies the 2-D kernel `per_channel` to each channel separately."
-    w = torch.zeros(w_shape)
-    for c in range(min(w_shape[:2])): w[c, c] = per_channel
-    return w
-
-def upsampler_demo(img: torch.Tensor) -> dict:
-    "Upsample `img` (c,h,w in [0,1]) ×2 with transposed conv, nearest+conv, pixel shuffle+ICNR, and + blur."
-    c, avg = img.shape[0], torch.full((3, 3), 1/9)
-    tc = nn.ConvTranspose2d(c, c, 3, stride=2, padding=1, output_padding=1, bias=False)
-    nc = nn.Conv2d(c, c, 3, padding=1, bias=False)
-    ps = nn.Conv2d(c, 4*c, 3, padding=1, bias=False)
-    with torch.no_grad():
-        tc.weight.copy_(_channelwise(tc.weight.shape, avg))
-        nc.weight.copy_(_channelwise(nc.weight.shape, avg))
-        ps.weight.copy_(_channelwise((c, c, 3, 3), avg).repeat_interleave(4, dim=0))
-        x = img[None]
-        out = {'input (nearest)': F.interpolate(x, scale_factor=2, mode='nearest'),
-               'transposed conv': tc(x) * 9 / 4,                  # a stride-2 3×3 kernel covers 9/4 inputs per pixel on average
-               'nearest + conv': nc(F.interpolate(x, scale_factor=2, mode='nearest')),
-               'pixel shuffle + ICNR': F.pixel_shuffle(ps(x), 2)}
-        out['+ blur'] = blur_layer()(out['pixel shuffle + ICNR'])
-    return {k: v[0].clamp(0, 1) for k, v in out.items()}
+__all__ = ['HANDWRITTEN_NFS', 'HANDWRITTEN_ENCODERS', 'WIDTHS', 'UNET_SIZES', 'body_of', 'set_in_channels', 'handwritten_encoder',
+           'unet_encoder', 'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet',
+           'count_hooks', 'default_encoder', 'build_unet', 'unet_splitter', 'pretrain_encoder', 'seg_learner',
+           'dynamic_unet_learner', 'UnetSettings', 'unet_settings', 'unet_encoder_for', 'stage_dls', 'learner_summary',
+           'results_figure']
 
 # %% ../nbs/02_unet.ipynb #6d11d6c2
 _HEAD_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
@@ -137,7 +67,7 @@ HANDWRITTEN_ENCODERS = {'handwritten': HANDWRITTEN_NFS,                 # segmen
 def handwritten_encoder(nfs=HANDWRITTEN_NFS, n_in=3, n_blocks=1) -> ResNet:
     "Lesson 1's `ResNet` without head, its stem made stride 2."
     model = ResNet(nfs, n_in=n_in, n_out=None, n_blocks=n_blocks)
-    model.stem = resnet_conv_layer(n_in, nfs[0], stride=2)
+    model.stem = conv_layer(n_in, nfs[0], stride=2)
     return model
 
 def unet_encoder(encoder, cfg: Config | None = None, n_in=3) -> nn.Sequential:
@@ -176,8 +106,8 @@ class UnetDecoderBlock(nn.Module):
         self.up = PixelShuffleICNR(up_in_c, up_c, blur=blur, norm_type=None if norm_type == 'batch' else norm_type)
         self.bn = nn.BatchNorm2d(skip_c)
         self.nf = nf or up_c + skip_c
-        self.conv1 = norm_conv_layer(up_c + skip_c, self.nf, norm_type=norm_type)
-        self.conv2 = norm_conv_layer(self.nf, self.nf, norm_type=norm_type)
+        self.conv1 = conv_layer(up_c + skip_c, self.nf, norm_type=norm_type, init=nn.init.kaiming_normal_)
+        self.conv2 = conv_layer(self.nf, self.nf, norm_type=norm_type, init=nn.init.kaiming_normal_)
         self.attn = SelfAttention(self.nf) if self_attention else nn.Identity()
 
     def forward(self, up_in, skip):
@@ -207,14 +137,15 @@ class Unet(nn.Module):
     def __init__(self, encoder, n_out, n_in=3, y_range=None, blur=False, blur_final=True, self_attention=False,
                  norm_type='batch', last_cross=True, widths='fastai', pad_input=False, cfg: Config | None = None):
         super().__init__()
-        _check_norm(norm_type)
+        check_norm(norm_type)
         self.encoder = unet_encoder(encoder, cfg, n_in)
         self.is_pretrained, self.n_in, self.n_out, self.last_cross, self.pad_input = self.encoder.is_pretrained, n_in, n_out, last_cross, pad_input
         sizes = encoder_sizes(self.encoder, n_in)
         self.stride, self.taps = 256 // sizes[-1][-1], tap_indices(sizes)
         ni = sizes[-1][0]
         mid = ni * 2 if widths == 'fastai' else ni
-        self.middle = nn.Sequential(nn.BatchNorm2d(ni), nn.ReLU(), norm_conv_layer(ni, mid, norm_type=norm_type), norm_conv_layer(mid, ni, norm_type=norm_type))
+        conv = lambda a, b: conv_layer(a, b, norm_type=norm_type, init=nn.init.kaiming_normal_)
+        self.middle = nn.Sequential(nn.BatchNorm2d(ni), nn.ReLU(), conv(ni, mid), conv(mid, ni))
         self.blocks, c, skips = nn.ModuleList(), ni, [sizes[t][0] for t in reversed(self.taps)]
         for i, (s, (up_c, nf)) in enumerate(zip(skips, unet_widths(ni, skips, widths))):
             final = i == len(skips) - 1
@@ -224,7 +155,7 @@ class Unet(nn.Module):
         first = sizes[self.taps[0]][-1] if self.taps else sizes[-1][-1]
         self.final_up = PixelShuffleICNR(c, norm_type=None if norm_type == 'batch' else norm_type) if first * 2 == 256 else nn.Identity()
         if last_cross: c += n_in
-        self.final_conv = norm_conv_layer(c, c, norm_type=norm_type) if last_cross else nn.Identity()
+        self.final_conv = conv(c, c) if last_cross else nn.Identity()
         self.head = nn.Sequential(nn.Conv2d(c, n_out, 1), *([SigmoidRange(*y_range)] if y_range is not None else []))
 
     def check_size(self, x):
@@ -260,7 +191,7 @@ def count_hooks(model: nn.Module) -> int:
 
 # %% ../nbs/02_unet.ipynb #54d7e5c4
 def default_encoder(cfg: Config) -> str:
-    "The encoder `build_unet` uses for `cfg.size`: the course's resnet34 at full size, the handwritten ResNet on CPU."
+    "The encoder for `cfg.size`: the course's resnet34 at full size, lesson 1's handwritten ResNet on a CPU."
     return pick(cfg, full='resnet34', small='handwritten', tiny='handwritten')
 
 def build_unet(cfg: Config, n_out, encoder=None, **kwargs) -> Unet:
@@ -273,157 +204,93 @@ def unet_splitter(model: Unet) -> list:
     return [enc, [p for p in model.parameters() if id(p) not in ids]]
 
 # %% ../nbs/02_unet.ipynb #0cdcb47a
-def pretrain_encoder(encoder: nn.Module, cfg: Config, epochs=4, lr=1e-2, bs=64, size=48, n_classes=10) -> nn.Module:
-    "Train `encoder` (a body) with a pooled linear head to classify single-digit scenes; return it, `is_pretrained=True`."
+def pretrain_encoder(encoder: nn.Module, cfg: Config, epochs=4, lr=1e-2, bs=64, size=48, n=None, n_classes=10) -> nn.Module:
+    "Train `encoder` (a body) with a pooled linear head to classify `n` (None: all) single-digit scenes; return it, `is_pretrained=True`."
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
     from lessons_lib.segdata import digit_canvases
-    from lessons_lib.resnet import train_classifier
     c = encoder_sizes(encoder, probe=size)[-1][0]
     clf = nn.Sequential(OrderedDict(body=encoder, head=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes))))
     xt, yt = digit_canvases('training', size, cfg.seed, cfg)
     xv, yv = digit_canvases('testing', size, cfg.seed, cfg)
-    n = pick(cfg, small=len(xt), full=len(xt), tiny=256)
+    n = n or len(xt)
     dls = DataLoaders(DataLoader(list(zip(xt[:n], yt[:n])), bs=bs, shuffle=True, drop_last=True),
                       DataLoader(list(zip(xv[:n], yv[:n])), bs=bs * 2), device=get_device(cfg))
-    learn = train_classifier(clf, dls, epochs, lr)
+    learn = train_classifier(clf, dls, epochs, lr, name='digit pretraining')
     encoder.is_pretrained, encoder.pretrain_accuracy = True, float(learn.recorder.values[-1][-1])
     return encoder
 
-# %% ../nbs/02_unet.ipynb #56160b01
-def acc_nonvoid(inp, targ, void_code=None):
-    "The course's `acc_camvid`: pixel accuracy of `inp.argmax(1)` where `targ != void_code`."
-    pred = inp.argmax(dim=1)
-    keep = targ != void_code if void_code is not None else torch.ones_like(targ, dtype=torch.bool)
-    return (pred[keep] == targ[keep]).float().mean()
-
-def seg_confusion(pred, targ, n_classes, void_code=None) -> torch.Tensor:
-    "`(n_classes, n_classes)` counts of (true class, predicted class) pixels, void targets dropped."
-    pred, targ = pred.flatten().long(), targ.flatten().long()
-    if void_code is not None: keep = targ != void_code; pred, targ = pred[keep], targ[keep]
-    return torch.bincount(targ * n_classes + pred, minlength=n_classes**2).view(n_classes, n_classes)
-
-def miou_from_confusion(cm, void_code=None) -> float:
-    "Mean over non-void classes present in truth or prediction of intersection / union."
-    cm = cm.double()
-    inter, union = cm.diag(), cm.sum(0) + cm.sum(1) - cm.diag()
-    keep = union > 0
-    if void_code is not None: keep[void_code] = False
-    return (inter[keep] / union[keep]).mean().item() if keep.any() else float('nan')
-
-# %% ../nbs/02_unet.ipynb #77324e96
-class ConfusionMetric(Metric):
-    "A fastai metric computed by `fn(confusion_matrix)` over the whole validation set."
-    def __init__(self, name, fn, n_classes, void_code=None): self._name, self.fn, self.n, self.void = name, fn, n_classes, void_code
-    def reset(self): self.cm = torch.zeros(self.n, self.n, dtype=torch.long)
-    def accumulate(self, learn):
-        self.cm += seg_confusion(learn.pred.argmax(dim=1), learn.y, self.n, self.void).cpu()
-    @property
-    def value(self): return self.fn(self.cm)
-    @property
-    def name(self): return self._name
-
-def seg_metrics(n_classes, void_code=None) -> list:
-    "`[acc_nonvoid, miou]` as `ConfusionMetric`s for `n_classes` classes."
-    acc = lambda cm: (cm.diag().sum() / cm.sum().clamp(min=1)).item()
-    return [ConfusionMetric('acc_nonvoid', acc, n_classes, void_code),
-            ConfusionMetric('miou', lambda cm: miou_from_confusion(cm, void_code), n_classes, void_code)]
-
-# %% ../nbs/02_unet.ipynb #97413ecf
-class PixelCrossEntropy:
-    "Per-pixel cross-entropy of `(n, classes, h, w)` logits, ignoring `ignore_index`; fastai's `activation`/`decodes` for masks."
-    def __init__(self, ignore_index=-100, reduction='mean'): self.ignore_index, self.reduction = ignore_index, reduction
-    def __call__(self, inp, targ):
-        return F.cross_entropy(inp.as_subclass(torch.Tensor), targ.as_subclass(torch.Tensor).long(), ignore_index=self.ignore_index, reduction=self.reduction)
-    def activation(self, x): return F.softmax(x, dim=1)
-    def decodes(self, x): return x.argmax(dim=1)
-
-# %% ../nbs/02_unet.ipynb #2e92c05c
-def fused_adam(params, lr=1e-3, mom=0.9, sqr_mom=0.99, eps=1e-5, wd=0.01):
-    "fastai's `Adam` (its defaults, decoupled weight decay) computed by torch's fused `AdamW`, as a fastai `opt_func`."
-    from fastai.optimizer import OptimWrapper
-    return OptimWrapper(params, torch.optim.AdamW, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd, fused=True)
-
 # %% ../nbs/02_unet.ipynb #e7537521
-class BF16Autocast(Callback):
-    "Forward pass and loss under bfloat16 autocast on the model's device (fastai's `MixedPrecision` assumes CUDA)."
-    order = 10                                   # where fastai's `MixedPrecision` sits
-    autocast = None
-    def before_batch(self):
-        self.autocast = torch.autocast(next(self.model.parameters()).device.type, dtype=torch.bfloat16); self.autocast.__enter__()
-    def after_pred(self): self.learn.pred = self.pred.float()
-    def after_loss(self): self._close()                          # backward and the optimizer step in float32
-    def after_cancel_batch(self): self._close()
-    def after_fit(self): self._close()
-    def _close(self):
-        if self.autocast is not None: self.autocast.__exit__(None, None, None); self.autocast = None
-
-def precision_cbs(device=None, bf16=None, cbs=None) -> list:
-    "`cbs` plus a `BF16Autocast` if `bf16` (None: if `bf16_is_fast(device)`; device None: fastai's default, as `DataLoaders`)."
-    from fastai.torch_core import default_device
-    if bf16 is None: bf16 = bf16_is_fast(device or default_device())
-    return ([BF16Autocast()] if bf16 else []) + list(cbs or [])
-
-def _seg_training(dls, n_classes, void_code, bf16, cbs, kwargs) -> dict:
+def _seg_training(n_classes, void_code, bf16, cbs, kwargs) -> dict:
     "What both U-Net learners share: loss, metrics, callbacks (precision) and, unless `kwargs` says otherwise, `fused_adam`."
     return dict(loss_func=PixelCrossEntropy(-100 if void_code is None else void_code), metrics=seg_metrics(n_classes, void_code),
-                cbs=precision_cbs(dls.device, bf16, cbs), **{'opt_func': fused_adam, **kwargs})
+                cbs=precision_cbs(bf16, cbs), **{'opt_func': fused_adam, **kwargs})
 
-def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
-    "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`, `fused_adam`; `bf16` (None: if fast)."
+def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=False, cbs=None, **kwargs):
+    "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`, `fused_adam`."
     from fastai.learner import Learner
-    return Learner(dls, model, splitter=unet_splitter, **_seg_training(dls, n_classes, void_code, bf16, cbs, kwargs))
+    return Learner(dls, model, splitter=unet_splitter, **_seg_training(n_classes, void_code, bf16, cbs, kwargs))
 
-def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, bf16=None, cbs=None, **kwargs):
+def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, bf16=False, cbs=None, **kwargs):
     "fastai's `unet_learner` (`DynamicUnet`) on a copy of `encoder`, with the loss, metrics, optimizer and precision of `seg_learner`."
     from fastai.vision.learner import unet_learner
     body = copy.deepcopy(encoder)
     return unet_learner(dls, lambda **_: body, cut=lambda m: m, pretrained=False, normalize=False, n_out=n_classes,
-                        **_seg_training(dls, n_classes, void_code, bf16, cbs, kwargs))
+                        **_seg_training(n_classes, void_code, bf16, cbs, kwargs))
 
 # %% ../nbs/02_unet.ipynb #f5a7b090
-def unet_schedule(cfg: Config) -> list[dict]:
-    "Training stages for `cfg`: image size, batch size, epochs, learning rate(s), pct_start, frozen encoder."
-    st = lambda size, bs, epochs, lr, pct, frozen, wd=None: dict(size=size, bs=bs, epochs=epochs, lr=lr, pct_start=pct, frozen=frozen, wd=wd)
-    if cfg.data == 'course':
-        half, full, lr = (352, 480), (704, 960), 3e-3
-        return pick(cfg, full=[st(half, 8, 10, lr, 0.9, True), st(half, 8, 12, (lr/400, lr/4), 0.8, False),
-                               st(full, 4, 10, 1e-3, 0.8, True), st(full, 4, 10, (1e-6, 1e-4), 0.8, False)],
-                    small=[st(half, 4, 1, lr, 0.9, True), st(half, 4, 1, (lr/400, lr/4), 0.8, False)],
-                    tiny=[st((96, 128), 2, 1, lr, 0.9, True)])
-    return pick(cfg, small=[st(None, 16, 1, 1e-2, 0.5, True, 0.1), st(None, 16, 6, 1e-2, 0.3, False, 0.1)],
-                full=[st(None, 32, 2, 1e-2, 0.5, True), st(None, 32, 20, 1e-2, 0.3, False)],
-                tiny=[st(None, 8, 1, 1e-3, 0.5, True), st(None, 8, 1, 1e-3, 0.3, False)])
+@dataclass(frozen=True)
+class UnetSettings:
+    "Lesson 2's numbers for one (size, data); `unet_settings(cfg)` picks them."
+    encoder: str = 'handwritten'   # lesson 1's ResNet (CPU); the course's resnet34 (full, or with CamVid)
+    n_train: int = 3000            # digit scenes to train on (CamVid: its own 600 + 101)
+    n_valid: int = 300
+    scene_size: int = 64           # px of a digit scene
+    pretrain_epochs: int = 4       # digit pretraining of the handwritten encoder (0: none)
+    pretrain_n: int | None = None  # digit canvases it uses (None: all 4,000)
+    stages: tuple = (Stage(None, 16, 1, 1e-2, frozen=True, pct_start=0.5, wd=0.1),  # size None: the scenes' own
+                     Stage(None, 16, 6, 1e-2, pct_start=0.3, wd=0.1))
+    aug: bool = False              # the course's augmentation (CamVid); a flipped digit is not a digit
+    num_workers: int = 0           # data loader processes (a GPU box: 4)
+    lr_find_iters: int = 100       # fastai's default
 
-# %% ../nbs/02_unet.ipynb #714dea17
-def stage_dls(cfg: Config, path):
-    "`make_dls(size, bs)` for `fit_stages`: `seg_dls` of `path`, with the course's augmentation on CamVid and loader workers on `full`."
-    return lambda size, bs: seg_dls(path, size, bs, aug=cfg.data == 'course', num_workers=4 if cfg.size == 'full' else 0, device=get_device(cfg))
+_half, _whole, _lr = (352, 480), (704, 960), 3e-3
+UNET_SIZES = {
+    ('small', 'embedded'): UnetSettings(),
+    ('tiny', 'embedded'): UnetSettings(n_train=48, n_valid=16, pretrain_epochs=1, pretrain_n=256, lr_find_iters=10,
+                                       stages=(Stage(None, 8, 1, 1e-3, frozen=True, pct_start=0.5), Stage(None, 8, 1, 1e-3, pct_start=0.3))),
+    ('full', 'embedded'): UnetSettings(n_train=8000, n_valid=1000, pretrain_epochs=8, num_workers=4,
+                                       stages=(Stage(None, 32, 2, 1e-2, frozen=True, pct_start=0.5), Stage(None, 32, 20, 1e-2, pct_start=0.3))),
+    ('full', 'course'): UnetSettings(encoder='resnet34', pretrain_epochs=0, aug=True, num_workers=4, stages=(
+        Stage(_half, 8, 10, _lr, frozen=True, pct_start=0.9), Stage(_half, 8, 12, (_lr/400, _lr/4), pct_start=0.8),
+        Stage(_whole, 3, 10, 1e-3, frozen=True, pct_start=0.8), Stage(_whole, 3, 10, (1e-6, 1e-4), pct_start=0.3))),
+    ('small', 'course'): UnetSettings(encoder='resnet34', pretrain_epochs=0, aug=True,   # CamVid on a CPU: two short stages
+                                      stages=(Stage(_half, 4, 1, _lr, frozen=True, pct_start=0.9), Stage(_half, 4, 1, (_lr/400, _lr/4), pct_start=0.8))),
+    ('tiny', 'course'): UnetSettings(encoder='resnet34', pretrain_epochs=0, aug=True, lr_find_iters=10,
+                                     stages=(Stage((96, 128), 2, 1, _lr, frozen=True, pct_start=0.9), Stage((96, 128), 2, 1, (_lr/400, _lr/4), pct_start=0.8))),
+}
 
-def fit_stages(learn, stages, make_dls=None, ckpt_dir=None, name='unet', resume=False, pretrained=False) -> list[float]:
-    "Train `learn` through `stages` (see `unet_schedule`); return seconds per epoch of the stages run."
-    secs, size = [], getattr(learn, 'stage_size', stages[0]['size'])
-    for i, st in enumerate(stages):
-        ckpt = Path(ckpt_dir)/f'{name}-stage{i}.pth' if ckpt_dir is not None else None
-        if st['size'] != size and make_dls is not None: learn.dls = make_dls(st['size'], st['bs']); size = learn.stage_size = st['size']
-        if resume and ckpt is not None and ckpt.is_file():
-            load_weights(learn.model, ckpt); continue
-        if st['frozen'] and pretrained: learn.freeze()
-        else: learn.unfreeze()
-        lr = slice(*st['lr']) if isinstance(st['lr'], tuple) else st['lr']
-        t0 = time.perf_counter()
-        learn.fit_one_cycle(st['epochs'], lr, pct_start=st['pct_start'], wd=st.get('wd'))
-        secs += [(time.perf_counter() - t0) / st['epochs']] * st['epochs']
-        if ckpt is not None: save_checkpoint(learn.model.state_dict(), ckpt)
-    return secs
+def unet_settings(cfg: Config) -> UnetSettings:
+    "The `UnetSettings` of `cfg`'s size and data; no digit pretraining with `pretrained=off`."
+    st = UNET_SIZES[(cfg.size, cfg.data)]
+    return replace(st, pretrain_epochs=0) if cfg.pretrained == 'off' else st
+
+def unet_encoder_for(cfg: Config, st: UnetSettings) -> nn.Sequential:
+    "The encoder `st` asks for, pretrained on digits when it says so."
+    enc = unet_encoder(st.encoder, cfg)
+    if st.pretrain_epochs and st.encoder in HANDWRITTEN_ENCODERS: enc = pretrain_encoder(enc, cfg, st.pretrain_epochs, n=st.pretrain_n)
+    return enc
+
+def stage_dls(st: UnetSettings, path, device=None):
+    "`make_dls(stage)` for `fit_stages`: `seg_dls` of `path` at the stage's size and batch, with `st`'s augmentation and workers."
+    return lambda stage: seg_dls(path, stage.size, stage.bs, aug=st.aug, num_workers=st.num_workers, device=device)
 
 # %% ../nbs/02_unet.ipynb #28b84bae
 def learner_summary(learn, secs_per_epoch: list[float]) -> dict:
-    "Final validation accuracy (non-void), mean IoU, parameter count and training seconds of a trained `learn`."
-    names = list(learn.recorder.metric_names[1:-1])   # train_loss, valid_loss, metrics...
-    final = dict(zip(names, learn.recorder.values[-1]))
-    return dict(acc_nonvoid=float(final['acc_nonvoid']), miou=float(final['miou']), params=n_params(learn.model),
-                train_seconds=float(sum(secs_per_epoch)), seconds_per_epoch=float(np.mean(secs_per_epoch)))
+    "Validation accuracy (non-void) and mean IoU of `learn` as it is now, its parameter count and training seconds."
+    vals = dict(zip(['valid_loss', *[m.name for m in learn.metrics]], learn.validate()))
+    return dict(acc_nonvoid=float(vals['acc_nonvoid']), miou=float(vals['miou']), params=n_params(learn.model),
+                train_seconds=float(sum(secs_per_epoch)), seconds_per_epoch=float(np.mean(secs_per_epoch)) if secs_per_epoch else float('nan'))
 
 def _mask_rgb(m, void_code):
     "Colour a mask with the tab20 palette, void in black."
@@ -451,42 +318,3 @@ def results_figure(learners: dict, dls, n=4, void_code=None):
             if i == 0: ax.set_title(cols[j], fontsize=9)
     fig.tight_layout()
     return fig
-
-# %% ../nbs/02_unet.ipynb #cd20ac24
-def unet_settings(cfg: Config) -> dict:
-    "Size-dependent settings: `unet` (kwargs of `build_unet`) and `pretrain` (kwargs of `pretrain_encoder`, or None)."
-    enc = default_encoder(cfg) if cfg.data == 'embedded' else 'resnet34'
-    pre = None if enc != 'handwritten' or cfg.pretrained == 'off' else pick(cfg, small=dict(epochs=4, lr=1e-2), full=dict(epochs=8, lr=1e-2), tiny=dict(epochs=1, lr=1e-2))
-    return dict(unet=dict(encoder=enc), pretrain=pre)
-
-def unet_encoder_for(cfg: Config) -> nn.Sequential:
-    "The encoder `unet_settings` asks for, pretrained on digits when it says so."
-    s = unet_settings(cfg)
-    enc = unet_encoder(s['unet']['encoder'], cfg)
-    return pretrain_encoder(enc, cfg, **s['pretrain']) if s['pretrain'] else enc
-
-# %% ../nbs/02_unet.ipynb #f1ea3b30
-def run(cfg: Config, out: Path, resume=False, **opts) -> dict:
-    "Run the U-Net lesson for `cfg` into `out`: train both U-Nets, save `unet_results.png`, return the metrics."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg)
-    path = seg_path(cfg); codes = read_codes(path); void = codes.index('Void') if 'Void' in codes else None
-    stages = unet_schedule(cfg)
-    make_dls = stage_dls(cfg, path)
-    dls = make_dls(stages[0]['size'], stages[0]['bs'])
-    encoder = unet_encoder_for(cfg); encoder0 = copy.deepcopy(encoder)
-    learners, summ = {}, {}
-    for name, make in [('handwritten', lambda: seg_learner(dls, Unet(encoder, len(codes)), len(codes), void)),
-                       ('DynamicUnet', lambda: dynamic_unet_learner(dls, encoder0, len(codes), void))]:
-        with experiment(name, verbose=False):
-            learners[name] = learn = make()
-            secs = fit_stages(learn, stages, make_dls, out, name, resume, encoder.is_pretrained)
-        summ[name] = learner_summary(learn, secs or [float('nan')])
-    save_figure(results_figure(learners, learners['handwritten'].dls, n=4, void_code=void), out/'unet_results.png')
-    hw, dy = summ['handwritten'], summ['DynamicUnet']
-    return dict(acc_nonvoid=hw['acc_nonvoid'], miou=hw['miou'], params=hw['params'], train_seconds=hw['train_seconds'],
-                seconds_per_epoch=hw['seconds_per_epoch'], dynamic_unet_acc=dy['acc_nonvoid'], dynamic_unet_miou=dy['miou'],
-                dynamic_unet_params=dy['params'], dynamic_unet_train_seconds=dy['train_seconds'],
-                throughput_ratio=dy['seconds_per_epoch'] / hw['seconds_per_epoch'], encoder=unet_settings(cfg)['unet']['encoder'],
-                encoder_pretrained=bool(encoder.is_pretrained), epochs=sum(st['epochs'] for st in stages),
-                n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))

@@ -1,4 +1,4 @@
-"""One function builds every torchvision body (resnet, vgg16_bn) under the `pretrained=auto|on|off` policy; checkpoints are written atomically and loaded with `weights_only=True`.
+"""One function builds every torchvision body (resnet, vgg16_bn) under the `pretrained=auto|on|off` policy, from cached weights that are checked before they are loaded; checkpoints are written atomically and loaded with `weights_only=True`.
 
 Docs: https://lessons-lib.github.io/lessons_lib/weights.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://lessons-lib.github.io/lessons_lib/weights.html.md"""
 
 # %% ../nbs/00b_weights.ipynb #27dc2f97
 from __future__ import annotations
-import io, contextlib
+import os, re, hashlib
 from pathlib import Path
 import torch, torchvision
 from torch import nn
@@ -14,7 +14,8 @@ from .core import Config, LessonsError, atomic_write
 
 # %% auto #0
 __all__ = ['ARCH_WEIGHTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'WeightsError', 'CheckpointError', 'imagenet_weights', 'weights_file',
-           'pretrained_model', 'ImageNetNorm', 'save_checkpoint', 'load_checkpoint', 'load_weights']
+           'imagenet_state_dict', 'pretrained_model', 'check_weights', 'ImageNetNorm', 'save_checkpoint',
+           'load_checkpoint', 'load_weights']
 
 # %% ../nbs/00b_weights.ipynb #440361bc
 class WeightsError(LessonsError):
@@ -39,27 +40,53 @@ def weights_file(name) -> Path:
 # %% ../nbs/00b_weights.ipynb #3cdb51b4
 _warned = set()
 
+def _hash_prefix(f: Path) -> str | None:
+    "The hash torchvision puts in a weights file's name, `name-HASH.pth`."
+    m = re.search(r'-([a-f0-9]{6,})\.', f.name)
+    return m.group(1) if m else None
+
+def imagenet_state_dict(name) -> dict:
+    "The ImageNet state dict of `name` from torch's cache (downloaded there first if missing), hash-checked, loaded with `weights_only=True`."
+    w, f = imagenet_weights(name), weights_file(name)
+    prefix = _hash_prefix(f)
+    if not f.is_file():
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(w.url, str(f), hash_prefix=prefix, progress=False)
+    if os.environ.get('LESSONS_WEIGHTS_UNCHECKED') != '1':
+        h = hashlib.sha256()
+        with open(f, 'rb') as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b''): h.update(chunk)
+        if prefix and not h.hexdigest().startswith(prefix):
+            raise WeightsError(f"weights file {f} is not torchvision's {name} weights (its SHA-256 starts {h.hexdigest()[:8]}, "
+                               f"its name says {prefix}); delete it, or download {w.url} again")
+    try: return torch.load(f, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"weights file {f} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                           f"delete it, or download {w.url} again") from None
+
 def pretrained_model(name, cfg: Config) -> nn.Module:
     "torchvision model `name`, with ImageNet weights as `cfg.pretrained` says; sets `model.is_pretrained`."
-    w = imagenet_weights(name)
     model = getattr(torchvision.models, name)(weights=None)
     model.is_pretrained = False
     if cfg.pretrained == 'off': return model
-    buf = io.StringIO()   # torch prints "Downloading: ..." before it tries; show it only if the download worked
-    try:
-        with contextlib.redirect_stdout(buf): sd = w.get_state_dict(progress=True, check_hash=True)
-        print(buf.getvalue(), end='')
+    try: sd = imagenet_state_dict(name)
+    except WeightsError: raise
     except Exception as e:
         why = f"ImageNet weights for {name} could not be had ({type(e).__name__}: {e})"
         if cfg.pretrained == 'on':
-            raise WeightsError(f"{why}; download {w.url} to {weights_file(name)} on a machine with a network, "
-                               f"or use --pretrained auto|off (LESSONS_PRETRAINED)") from None
+            raise WeightsError(f"{why}; download {imagenet_weights(name).url} to {weights_file(name)} on a machine with a "
+                               f"network, or use --pretrained auto|off (LESSONS_PRETRAINED)") from None
         if name not in _warned:
             _warned.add(name)
             print(f"{why}: using random init (set LESSONS_PRETRAINED=off to silence, or =on to require them).")
         return model
     model.load_state_dict(sd); model.is_pretrained = True
     return model
+
+def check_weights(cfg: Config, *names):
+    "With `pretrained=on`, fail now, naming the file, if the ImageNet weights of any of `names` cannot be had: before any training."
+    if cfg.pretrained != 'on': return
+    for n in names: pretrained_model(n, cfg)
 
 # %% ../nbs/00b_weights.ipynb #9557a5ab
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -21,3 +21,16 @@ def lesson7(*args, env=None, timeout=600):
     "Run the `lesson7` console script; return the CompletedProcess."
     return subprocess.run([str(BIN/'lesson7'), *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "`tiny_run(lesson)`: the output folder of one `lesson7 LESSON --size tiny`, run once per test session and shared."
+    done = {}
+    def run(lesson):
+        if lesson not in done:
+            out = tmp_path_factory.mktemp(f'tiny-{lesson}')
+            r = lesson7(lesson, '--size', 'tiny', '--out', out, timeout=1200)
+            assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+            done[lesson] = (out, r)
+        return done[lesson]
+    return run

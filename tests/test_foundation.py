@@ -56,7 +56,7 @@ def data_copy(tmp_path, monkeypatch):
 
 def test_missing_or_corrupt_data_file_is_named(data_copy, fresh_cache):
     (data_copy/'mnist_5k.npz').unlink()
-    with pytest.raises(data.DataError, match=r'mnist_5k\.npz is missing; restore it'): data.mnist_path(Config())
+    with pytest.raises(data.DataError, match=r'mnist_5k\.npz is missing; regenerate data'): data.mnist_path(Config())
     (data_copy/'mnist_5k.npz').write_bytes(b'PK\x03\x04 not really a zip')
     with pytest.raises(data.DataError, match=r'mnist_5k\.npz is unreadable'): data.mnist_path(Config())
     (data_copy/'photos'/'coffee.jpg').write_bytes(b'\xff\xd8 truncated')
@@ -72,6 +72,7 @@ def test_course_data_offline_gives_one_clear_message(no_network, tmp_path, monke
     with pytest.raises(data.DataError) as e: data.mnist_path(Config(data='course'))
     msg = str(e.value)
     assert 'URLs.MNIST' in msg and '--data embedded' in msg and str(tmp_path/'fastai'/'archive'/'mnist_png.tgz') in msg
+    assert f"its extracted folder at {tmp_path/'fastai'/'data'/'mnist_png'}" in msg
     assert '\n' not in msg
 
 def test_cli_course_data_offline_exits_1_without_traceback(tmp_path):
@@ -94,6 +95,9 @@ def test_pretrained_policy_three_modes(no_network, tmp_path, monkeypatch, capsys
     assert not m1.is_pretrained and out.count('\n') == 1 and 'using random init' in out   # ONE line, once
     sd = torchvision.models.resnet18(weights=None).state_dict()                            # "cached" weights
     weights.weights_file('resnet18').parent.mkdir(parents=True, exist_ok=True); torch.save(sd, weights.weights_file('resnet18'))
+    with pytest.raises(weights.WeightsError, match="resnet18-f37072fd.pth is not torchvision's resnet18 weights"):
+        weights.pretrained_model('resnet18', Config(pretrained='auto'))                     # random weights fail the hash check
+    monkeypatch.setenv('LESSONS_WEIGHTS_UNCHECKED', '1')                                    # stand-ins, knowingly
     for mode in ('auto', 'on'):
         m = weights.pretrained_model('resnet18', Config(pretrained=mode))
         assert m.is_pretrained and torch.equal(m.conv1.weight, sd['conv1.weight'])
@@ -135,3 +139,14 @@ def test_report_lists_each_lesson(tmp_path):
     Image.new('RGB', (4, 4)).save(tmp_path/'resnet'/'curves.png')
     txt = cli.write_report(tmp_path, ['resnet', 'unet']).read_text()
     assert '## resnet' in txt and '| acc | 0.5 |' in txt and '![curves](resnet/curves.png)' in txt and '## unet' not in txt
+
+
+def test_nbdev_clean_keeps_the_stored_fingerprint(tmp_path):
+    "`make lessons` ends with nbdev-clean: the fingerprint it records must survive it (a string in pyproject's "
+    "`allowed_metadata_keys` is taken letter by letter, and the key was dropped)."
+    nb = tmp_path/'nbs'/'x.ipynb'; nb.parent.mkdir()
+    d = json.loads((REPO/'nbs'/'00_core.ipynb').read_text()); d['metadata']['lessons_lib'] = {'fingerprint': 'abc'}
+    nb.write_text(json.dumps(d))
+    shutil.copy(REPO/'pyproject.toml', tmp_path/'pyproject.toml')
+    subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(nb)], cwd=tmp_path, check=True, capture_output=True)
+    assert json.loads(nb.read_text())['metadata'].get('lessons_lib') == {'fingerprint': 'abc'}

@@ -4,9 +4,20 @@ from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
 from torch import nn
-from lessons_lib.gan import (patch_critic, SelfAttention2d, critic_loss, critic_accuracy, expand_target, AdaptiveSwitcher,
-                             gan_critic_loss, gan_generator_loss, GANLoop, interrupt_after, imagenet_mse, sample_saver)
+from lessons_lib.critic import patch_critic, critic_loss, critic_accuracy, expand_target
+from lessons_lib.layers import SelfAttention
+from lessons_lib.gan import AdaptiveSwitcher, gan_critic_loss, gan_generator_loss, GANLoop, sample_saver
 from lessons_lib.weights import CheckpointError
+
+
+def interrupt_after(epoch, batch):
+    "An `after_batch` callback that raises `KeyboardInterrupt` after batch `batch` (1-based) of epoch `epoch`, as Ctrl-C would."
+    seen = []
+    def _cb(loop):
+        if loop.epoch == epoch:
+            seen.append(1)
+            if len(seen) == batch: raise KeyboardInterrupt(f'simulated Ctrl-C in epoch {epoch}, batch {batch}')
+    return _cb
 
 
 # --- a tiny stand-in generator and data, for the loop's mechanics (the lesson uses lesson 3's U-Net) ---
@@ -46,7 +57,7 @@ def test_critic_shape_and_spectral_norm():
     assert patch_critic(nf=8, n_blocks=3)(torch.randn(2, 3, 128, 128)).shape == (2, 1, 5, 5)
     convs = [m for m in c.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
     assert convs and all(hasattr(m, 'parametrizations') and hasattr(m.parametrizations, 'weight') for m in convs)
-    assert sum(isinstance(m, SelfAttention2d) for m in c.modules()) == 1
+    assert sum(isinstance(m, SelfAttention) for m in c.modules()) == 1
     assert any(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in c.modules())
     assert any(isinstance(m, nn.Dropout2d) for m in c.modules())
     w = [m for m in c.modules() if isinstance(m, nn.Conv2d)][1].weight
@@ -145,7 +156,10 @@ def test_cli_tiny_writes_metrics_and_resume_refuses_bad_checkpoints(tmp_path):
     env = {**os.environ, 'LESSONS_CACHE': str(tmp_path/'cache'), 'LESSONS_PRETRAINED': 'off'}
     out = tmp_path/'results'
     # a lesson-3 generator where `lesson7 all` leaves it: the GAN lesson must pick it up instead of training one
-    save_generator(superres_generator(Config(size='tiny', pretrained='off')), out/'superres'/'generator_mse.pth')
+    save_generator(superres_generator(Config(size='tiny', pretrained='off'), 'handwritten', 'symmetric'), out/'superres'/'generator_mse.pth',
+                   meta=dict(size='tiny', data='embedded'))
+    save_generator(superres_generator(Config(size='tiny', pretrained='off'), 'handwritten', 'symmetric'), out/'superres'/'generator_feature.pth',
+                   meta=dict(size='small', data='embedded'))   # another size's: not this one (the lesson reads generator_mse)
     r = _lesson7('--size', 'tiny', '--out', str(out), env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     d = out/'gan'
@@ -155,10 +169,10 @@ def test_cli_tiny_writes_metrics_and_resume_refuses_bad_checkpoints(tmp_path):
         assert isinstance(m[k], float) and math.isfinite(m[k]), k
     assert m['gen_source'].endswith('generator_mse.pth') and m['gan_epochs'] == 2
     assert m['scratch_seconds'] >= m['critic_seconds'] + m['gan_seconds'] - 1e-6
-    for f in ('gan_grid.png', 'gan_schedule.png', 'nogan_samples.png', 'critic_tiles.png', 'critic_pretrained.pth', 'gan_nogan.pth'):
+    for f in ('gan_grid.png', 'gan_schedule.png', 'nogan_samples.png', 'critic_tiles.png', 'critic.pth', 'gan_nogan.pth', '04_gan.ipynb'):
         assert (d/f).is_file(), f
     assert len(list((d/'samples').glob('nogan_*.png'))) == 2
-    assert (tmp_path/'cache').is_dir() and list((tmp_path/'cache').glob('photos-*/image_gen/*.png'))
+    assert list((d/'image_gen').glob('*.png')) and not list((tmp_path/'cache').glob('photos-*/image_gen'))   # the data is untouched
     assert torch.load(d/'gan_nogan.pth', weights_only=True)['epoch'] == 2
     # --resume with a truncated GAN checkpoint: a clear error naming it, and the file is left as it was
     good = (d/'gan_nogan.pth').read_bytes()
@@ -166,6 +180,13 @@ def test_cli_tiny_writes_metrics_and_resume_refuses_bad_checkpoints(tmp_path):
     r = _lesson7('--size', 'tiny', '--out', str(out), '--resume', env=env)
     assert r.returncode == 1 and 'gan_nogan.pth' in r.stderr and 'unreadable' in r.stderr, r.stderr[-2000:]
     assert (d/'gan_nogan.pth').read_bytes() == bad
-    # --resume where nothing was run: the first checkpoint is missing
-    r = _lesson7('--size', 'tiny', '--out', str(tmp_path/'empty'), '--resume', env=env)
-    assert r.returncode == 1 and 'critic_pretrained.pth does not exist' in r.stderr, r.stderr[-2000:]
+    # --resume with a critic checkpoint of another run: refused in one line, before the GAN phase
+    (d/'gan_nogan.pth').write_bytes(good)
+    ck = torch.load(d/'critic.pth', weights_only=True); ck['meta'] = {**ck['meta'], 'size': 'small'}; torch.save(ck, d/'critic.pth')
+    r = _lesson7('--size', 'tiny', '--out', str(out), '--resume', env=env)
+    assert r.returncode == 1 and 'critic.pth was made with other settings' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    # --resume after a Ctrl-C during critic pretraining (no critic checkpoint, no GAN checkpoint yet): it trains them
+    (d/'critic.pth').unlink(); (d/'gan_nogan.pth').unlink()
+    r = _lesson7('--size', 'tiny', '--out', str(out), '--resume', env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (d/'critic.pth').is_file() and torch.load(d/'gan_nogan.pth', weights_only=True)['epoch'] == 2

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 import torch.nn.functional as F
-from lessons_lib.resnet import (conv_out, conv_transpose_out, conv_stack_sizes, conv_layer, ResBlock, DenseBlock,
-                                ResNet, RandomShift, loss_landscape, filter_normalized_direction, n_conv_layers)
+from lessons_lib.resnet import conv_out, conv_transpose_out, conv_stack_sizes, ResNet, n_conv_layers
+from lessons_lib.layers import conv_layer, ResBlock, DenseBlock
+from lessons_lib.mnist import RandomShift
+from lessons_lib.landscape import loss_landscape, filter_normalized_direction
 
 
 def test_conv_arithmetic_matches_torch():
@@ -99,10 +101,9 @@ def test_filter_normalized_direction():
         else: assert torch.allclose(di.flatten(1).norm(dim=1), p.detach().flatten(1).norm(dim=1), rtol=1e-4)
 
 
-def test_cli_tiny(tmp_path):
+def test_cli_tiny(tiny_run):
     exe = Path(sys.executable).parent/'lesson7'
-    r = subprocess.run([str(exe), 'resnet', '--size', 'tiny', '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    tmp_path, r = tiny_run('resnet')
     d = tmp_path/'resnet'
     m = json.loads((d/'metrics.json').read_text())
     for k in ('plain_acc', 'resnet_acc', 'resnet_params', 'train_seconds', 'size', 'data', 'cnn_acc', 'plain_params'):
@@ -113,6 +114,6 @@ def test_cli_tiny(tmp_path):
     # --resume loads the checkpoints instead of training again
     r = subprocess.run([str(exe), 'resnet', '--size', 'tiny', '--out', str(tmp_path), '--resume'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'resnet: resumed from' in r.stdout
+    assert 'resnet: resuming from' in r.stdout and 'its training is complete' in r.stdout
     m2 = json.loads((d/'metrics.json').read_text())
     assert m2['resnet_acc'] == m['resnet_acc'] and m2['train_seconds'] == m['train_seconds']

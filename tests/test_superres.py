@@ -12,8 +12,9 @@ from lessons_lib.crappify import (CrappifyError, crappify, crappify_folder, crap
                                   watermark_box, watermark_params, _font)
 from lessons_lib.metrics import psnr, ssim, sharpness_ratio
 from lessons_lib.losses import FeatureLoss, gram_matrix, vgg_features
-from lessons_lib.superres import (SRCrops, superres_settings, superres_pairs, superres_generator, upscale_tensor,
-                                  upscale_image, save_generator, load_generator, run)
+from lessons_lib.srdata import SRCrops, superres_pairs
+from lessons_lib.superres import (superres_settings, superres_generator, upscale_tensor, upscale_image, save_generator,
+                                  load_generator, upscale_files)
 
 
 @pytest.fixture(scope='module')
@@ -178,7 +179,7 @@ def test_feature_loss_close(vgg):
 def test_no_train_valid_leakage():
     cfg = Config(size='tiny')
     st = superres_settings(cfg)
-    pairs = superres_pairs(cfg, st)
+    pairs = superres_pairs(cfg, st.data)
     train_photos, valid_photos = {p.hr for p in pairs['train']}, {p.hr for p in pairs['valid']}
     assert valid_photos and train_photos and not train_photos & valid_photos
     assert len(train_photos | valid_photos) == 10
@@ -190,7 +191,7 @@ def test_no_train_valid_leakage():
 
 
 def test_whole_photo_inference_odd_sizes(tmp_path):
-    gen = superres_generator(Config(size='tiny', pretrained='off'))
+    gen = superres_generator(Config(size='tiny', pretrained='off'), 'handwritten', 'symmetric')
     for h, w in [(37, 53), (75, 139), (1, 33), (600, 70)]:
         assert upscale_tensor(gen, torch.rand(3, h, w)).shape == (3, h, w)
     img = Image.new('RGB', (51, 29), (10, 20, 30))
@@ -202,39 +203,48 @@ def test_whole_photo_inference_odd_sizes(tmp_path):
     assert torch.allclose(upscale_tensor(g2, x), upscale_tensor(gen, x))
 
 
-def test_run_image_errors(tmp_path):
-    with pytest.raises(LessonsError, match='no such file'): run(Config(size='tiny'), tmp_path, image=tmp_path/'missing.png')
+def test_upscale_files_errors(tmp_path):
+    cfg = Config(size='tiny', out=str(tmp_path))
+    with pytest.raises(LessonsError, match='no such file'): upscale_files(cfg, [tmp_path/'missing.png'])
+    with pytest.raises(LessonsError, match='is a directory'): upscale_files(cfg, [tmp_path])
     (tmp_path/'notes.txt').write_text('hello')
-    with pytest.raises(LessonsError, match='not a readable image'): run(Config(size='tiny'), tmp_path, image=tmp_path/'notes.txt')
+    with pytest.raises(LessonsError, match='not a readable image'): upscale_files(cfg, [tmp_path/'notes.txt'])
+    Image.new('RGB', (8, 8)).save(tmp_path/'ok.png')
+    with pytest.raises(LessonsError, match='no trained generator at'): upscale_files(cfg, [tmp_path/'ok.png'])
 
 
-def test_cli_superres_tiny(tmp_path):
+def test_cli_superres_tiny(tiny_run, tmp_path):
     exe = str(Path(sys.executable).parent/'lesson7')
-    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    d = tmp_path/'superres'
+    out, r = tiny_run('superres')
+    d = out/'superres'
     m = json.loads((d/'metrics.json').read_text())
     for k in ['psnr_bicubic', 'psnr_mse', 'psnr_feature', 'ssim_bicubic', 'ssim_mse', 'ssim_feature',
               'sharpness_bicubic', 'sharpness_mse', 'sharpness_feature', 'train_seconds']:
         assert isinstance(m[k], float), k
     assert (d/'superres_grid.png').stat().st_size > 0 and (d/'crappify.png').is_file()
     assert (d/'generator_mse.pth').is_file() and (d/'generator_feature.pth').is_file()
-    # --image reuses the trained generator
-    img = tmp_path/'small.png'; Image.new('RGB', (45, 31), (90, 60, 30)).save(img)
-    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path), '--image', str(img)],
-                       capture_output=True, text=True, timeout=300)
+    assert (d/'03_superres.ipynb').is_file()                              # the executed notebook, kept beside its outputs
+    # --image reuses the trained generator, writes into upscaled/ under a name per input path, leaves metrics.json alone
+    before = (d/'metrics.json').read_bytes()
+    (tmp_path/'a').mkdir(); (tmp_path/'b').mkdir()
+    for sub, colour in (('a', (90, 60, 30)), ('b', (10, 200, 30))): Image.new('RGB', (45, 31), colour).save(tmp_path/sub/'small.png')
+    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(out), '--image', str(tmp_path/'a'/'small.png'),
+                        '--image', str(tmp_path/'b'/'small.png')], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert Image.open(d/'small_x2.png').size == (90, 62)
-    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(tmp_path), '--image', str(tmp_path/'nope.jpg')],
+    outs = sorted((d/'upscaled').glob('small-*_x2.png'))
+    assert len(outs) == 2 and all(Image.open(f).size == (90, 62) for f in outs)          # two inputs, two files
+    assert (d/'metrics.json').read_bytes() == before
+    r = subprocess.run([exe, 'superres', '--size', 'tiny', '--out', str(out), '--image', str(tmp_path/'nope.jpg')],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and 'nope.jpg: no such file' in r.stderr and 'Traceback' not in r.stderr
 
 
 def test_small_generator_is_the_wide_handwritten_unet_and_reloads(tmp_path):
     "`small` trains the widened handwritten encoder; a checkpoint names it, so `load_generator` rebuilds the same shapes."
-    gen = superres_generator(Config(size='small', pretrained='off'))
+    st = superres_settings(Config(size='small'))
+    gen = superres_generator(Config(size='small', pretrained='off'), st.encoder, st.widths)
     assert gen.arch['encoder'] == 'handwritten_wide'
-    narrow = superres_generator(Config(size='small', pretrained='off'), encoder='handwritten')
+    narrow = superres_generator(Config(size='small', pretrained='off'), 'handwritten', st.widths)
     assert sum(p.numel() for p in gen.parameters()) > 2 * sum(p.numel() for p in narrow.parameters())
     g2 = load_generator(save_generator(gen, tmp_path/'g.pth'), Config(size='tiny'))   # the checkpoint's arch wins over the size
     assert g2.arch == gen.arch

@@ -9,9 +9,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lessons_lib.core import Config
-from lessons_lib.unet import (Unet, UnetSizeError, body_of, count_hooks, handwritten_encoder, acc_nonvoid, seg_confusion,
-                              miou_from_confusion, seg_metrics, icnr_init, PixelShuffleICNR,
-                              seg_learner, BF16Autocast, precision_cbs, PixelCrossEntropy, fused_adam)
+from lessons_lib.unet import Unet, UnetSizeError, body_of, count_hooks, handwritten_encoder, seg_learner
+from lessons_lib.metrics import acc_nonvoid, seg_confusion, miou_from_confusion, seg_metrics
+from lessons_lib.layers import icnr_init, PixelShuffleICNR
+from lessons_lib.losses import PixelCrossEntropy
+from lessons_lib.train import BF16Autocast, precision_cbs, fused_adam
 from lessons_lib.segdata import (SCENE_CODES, SCENE_VOID, SegDataError, check_seg_folder, digit_scene, digit_scenes_path,
                                  label_file, load_digits, write_digit_scenes, seg_dls)
 
@@ -232,10 +234,8 @@ def test_palette_masks_read_as_class_indices_from_memory_and_files(cache, tmp_pa
 
 # ---- the CLI ----
 
-def test_lesson7_unet_tiny_writes_outputs(cache, tmp_path):
-    exe = Path(sys.executable).parent/'lesson7'
-    r = subprocess.run([str(exe), 'unet', '--size', 'tiny', '--out', str(tmp_path)], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+def test_lesson7_unet_tiny_writes_outputs(tiny_run):
+    tmp_path, r = tiny_run('unet')
     m = json.loads((tmp_path/'unet'/'metrics.json').read_text())
     for k in ('acc_nonvoid', 'miou', 'dynamic_unet_acc', 'params', 'train_seconds', 'throughput_ratio'):
         assert k in m, k
@@ -244,10 +244,11 @@ def test_lesson7_unet_tiny_writes_outputs(cache, tmp_path):
 
 
 def test_precision_cbs_adds_bf16_autocast_as_asked():
-    "`precision_cbs` adds one `BF16Autocast` when asked, none when not, and by default where bfloat16 is fast."
-    from lessons_lib.core import bf16_is_fast
+    "`precision_cbs` adds one `BF16Autocast` when asked, none when not; `use_bf16` decides from the config and the device."
+    from lessons_lib.core import bf16_is_fast, use_bf16
     other = object()
-    assert [type(c) for c in precision_cbs('cpu', bf16=True, cbs=[other])][0] is BF16Autocast
-    assert precision_cbs('cpu', bf16=True, cbs=[other])[1] is other
-    assert precision_cbs('cpu', bf16=False, cbs=[other]) == [other]
-    assert len(precision_cbs('cpu')) == int(bf16_is_fast(torch.device('cpu')))
+    assert [type(c) for c in precision_cbs(True, cbs=[other])][0] is BF16Autocast
+    assert precision_cbs(True, cbs=[other])[1] is other
+    assert precision_cbs(False, cbs=[other]) == [other]
+    assert use_bf16(Config(device='cpu')) == bf16_is_fast(torch.device('cpu'))
+    assert use_bf16(Config(bf16='off')) is False and use_bf16(Config(bf16='on')) is True
