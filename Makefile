@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# nbdev-test on every notebook, each in a process of its own (see `test`), with extra flags $(1); lessons write into a
+# temporary folder, never into nbs/.
+nbdev_each = out=$$(mktemp -d); fail=; for nb in $(NBS); do LESSONS_OUT=$$out $(BIN)/nbdev-test --timing $(1) $$nb || fail="$$fail $$nb"; done; \
+	rm -rf $$out; if [ -n "$$fail" ]; then echo "nbdev-test $(1) failed:$$fail"; exit 1; fi
+
 # Main job: every lesson's notebook on the embedded data, small size, into results/ (results/report.md).
 run: $(STAMP)
 	$(BIN)/lesson7 all --out $(CURDIR)/results   # absolute: the notebooks run with nbs/ as their working folder
@@ -28,14 +33,12 @@ run: $(STAMP)
 # than there are CPUs it cuts its spin-waits short, and every later parallel op pays for it (measured: 02_unet took
 # 388 s after 01 in one process, 231 s alone).
 test: $(STAMP) check-sync
-	@out=$$(mktemp -d); fail=; for nb in $(NBS); do LESSONS_OUT=$$out $(BIN)/nbdev-test --timing $$nb || fail="$$fail $$nb"; done; \
-	rm -rf $$out; if [ -n "$$fail" ]; then echo "nbdev-test failed:$$fail"; exit 1; fi
+	@$(call nbdev_each)
 	$(BIN)/pytest -q tests
 
 # Every notebook in full at the small size (the training cells included), writing nothing into nbs/.
 test-full: $(STAMP)
-	@out=$$(mktemp -d); fail=; for nb in $(NBS); do LESSONS_OUT=$$out $(BIN)/nbdev-test --timing --flags slow $$nb || fail="$$fail $$nb"; done; \
-	rm -rf $$out; if [ -n "$$fail" ]; then echo "nbdev-test --flags slow failed:$$fail"; exit 1; fi
+	@$(call nbdev_each,--flags slow)
 
 # Re-execute every notebook in place at the small size (one kernel each), storing its outputs and their fingerprint.
 # Lessons write into results/ as `make run` does, so lesson 4 starts from lesson 3's generator.
