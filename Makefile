@@ -24,7 +24,7 @@ nbdev_each = out=$$(mktemp -d); fail=; for nb in $(NBS); do LESSONS_OUT=$$out $(
 
 # Main job: every lesson's notebook on the embedded data, small size, into results/ (results/report.md).
 run: $(STAMP)
-	$(BIN)/lesson7 all --out $(CURDIR)/results   # absolute: the notebooks run with nbs/ as their working folder
+	$(BIN)/lesson7 all --out results
 
 # All tests: notebooks, library and stored outputs in sync; every notebook's units (`nbdev-test`, the `#| slow` training
 # cells left out); then pytest, which runs every lesson end to end at the tiny size through `lesson7`.

@@ -14,11 +14,11 @@ from .core import CHOICES, Config, ConfigError, LessonsError, get_config, config
 # %% auto #0
 __all__ = ['LESSONS', 'FINGERPRINT_KEY', 'repo_root', 'nbs_dir', 'available_lessons', 'is_progress_output', 'strip_progress',
            'CellError', 'table_rows', 'execute_notebook', 'lessons_error_names', 'execute_lesson', 'lesson_section',
-           'write_report', 'make_parser', 'main', 'notebook_fingerprint', 'stored_fingerprint', 'stale_notebooks',
-           'refresh_notebook', 'nb_main']
+           'write_report', 'make_parser', 'main', 'imported_modules', 'notebook_modules', 'notebook_fingerprint',
+           'stored_fingerprint', 'stale_notebooks', 'refresh_notebook', 'nb_main']
 
 # %% ../nbs/00h_cli.ipynb #e67abec1
-LESSONS = dict(resnet='01_resnet.ipynb', unet='02_unet.ipynb', superres='03_superres.ipynb', gan='04_gan.ipynb')
+LESSONS = dict(resnet='01_resnet.ipynb', unet='02_unet.ipynb', superres='03_superres.ipynb', gan='04_gan.ipynb', wgan='05_wgan.ipynb')
 
 def repo_root() -> Path:
     "The folder of this repository (`pyproject.toml`, `nbs/`, `data/`), found from the installed package."
@@ -144,11 +144,13 @@ def execute_notebook(src, dest=None, cfg: Config | None = None, log=print, timeo
 # %% ../nbs/00h_cli.ipynb #3e6857b4
 def lessons_error_names() -> set:
     "Names of `LessonsError` and all its subclasses in the library's modules."
-    import importlib, pkgutil, lessons_lib
-    for m in pkgutil.iter_modules(lessons_lib.__path__):
-        if not m.name.startswith('_') and m.name != 'cli':
-            try: importlib.import_module(f'lessons_lib.{m.name}')
-            except Exception: pass
+    import importlib, pkgutil, warnings, lessons_lib
+    with warnings.catch_warnings():          # what importing torch's and fastai's modules says of their packaging, not for a user
+        warnings.simplefilter('ignore', FutureWarning)
+        for m in pkgutil.iter_modules(lessons_lib.__path__):
+            if not m.name.startswith('_') and m.name != 'cli':
+                try: importlib.import_module(f'lessons_lib.{m.name}')
+                except Exception: pass
     names, todo = set(), [LessonsError]
     while todo:
         c = todo.pop(); names.add(c.__name__); todo += c.__subclasses__()
@@ -211,6 +213,7 @@ def main(argv=None):
     try: cfg = get_config(size=a.size, data=a.data, pretrained=a.pretrained, bf16=a.bf16, device=a.device, seed=a.seed,
                           out=a.out, resume=a.resume)
     except ConfigError as e: p.error(str(e))
+    if cfg.out: cfg = replace(cfg, out=str(Path(cfg.out).resolve()))    # relative to here, not to the kernels' folder (nbs/)
     if a.image and a.lesson != 'superres': p.error('--image is only for the superres lesson')
     names = available_lessons() if a.lesson == 'all' else [a.lesson]
     log = lambda s: print(s, flush=True)
@@ -247,15 +250,40 @@ def _pins(root: Path) -> str:
     import tomllib
     return json.dumps(tomllib.loads((root/'pyproject.toml').read_text())['project']['dependencies'])
 
+_IMPORT = re.compile(r'^[ \t]*(?:from[ \t]+(\.+\w*|lessons_lib(?:\.\w+)?)[ \t]+import[ \t]+(\([^)]*\)|[\w \t,]+)|import[ \t]+lessons_lib\.(\w+))', re.M)
+_EXPORT = re.compile(r'^#\|\s*default_exp\s+(\w+)', re.M)
+
+def imported_modules(src: str, known) -> set:
+    "The modules among `known` (names in `lessons_lib`) that python source `src` imports, by absolute or relative `import` lines."
+    found = set()
+    for frm, names, plain in _IMPORT.findall(src):
+        if plain: found.add(plain); continue
+        mod = frm.lstrip('.').removeprefix('lessons_lib').lstrip('.')
+        if mod: found.add(mod)
+        else: found.update(n.split()[0] for n in names.strip('()').split(',') if n.strip())   # `from . import x as y`
+    return found & set(known)
+
+def notebook_modules(nb_path, root=None) -> list:
+    "The `lessons_lib` modules the notebook's code cells import or export, and all they import in turn, sorted."
+    import nbformat
+    pkg = Path(root or repo_root())/'lessons_lib'
+    known = {f.stem for f in pkg.glob('*.py') if f.stem != '_modidx'}
+    cells = '\n'.join(c.source for c in nbformat.read(nb_path, as_version=4).cells if c.cell_type == 'code')
+    todo, seen = imported_modules(cells, known) | (set(_EXPORT.findall(cells)) & known) | ({'__init__'} & known), set()
+    while todo:
+        m = todo.pop(); seen.add(m)
+        todo |= imported_modules((pkg/f'{m}.py').read_text(), known) - seen
+    return sorted(seen)
+
 def notebook_fingerprint(nb_path, root=None) -> str:
-    "SHA-256 (first 16 hex digits) of the notebook's code cells, `lessons_lib/*.py`, `data/**` and the pinned packages."
+    "SHA-256 (first 16 hex digits) of the notebook's code cells, the modules of `notebook_modules`, `data/**` and the pinned packages."
     import nbformat
     root = Path(root or repo_root())
     nb = nbformat.read(nb_path, as_version=4)
     h = hashlib.sha256()
     for c in nb.cells:
         if c.cell_type == 'code': h.update(c.source.encode() + b'\0')
-    for f in sorted((root/'lessons_lib').glob('*.py')): h.update(f.name.encode()); _sha(h, f)
+    for m in notebook_modules(nb_path, root): h.update(f'{m}.py'.encode()); _sha(h, root/'lessons_lib'/f'{m}.py')
     for f in sorted(p for p in (root/'data').rglob('*') if p.is_file() and '__pycache__' not in p.parts):
         h.update(str(f.relative_to(root)).encode()); _sha(h, f)
     h.update(_pins(root).encode())

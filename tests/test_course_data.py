@@ -36,19 +36,26 @@ def _pets(root, rng, n=12):
         (im.convert('RGB') if modes[i % 4] == 'RGBA' else im).save(d/f'pet_{i}.jpg', quality=90)
     return n
 
+def _lsun(root, rng, n=120):
+    for i in range(n):                                              # bedrooms in subfolders, as the archive has them
+        d = root/'bedroom'/f'{i % 3}'/f'{i % 5}'; d.mkdir(parents=True, exist_ok=True)
+        w, h = int(rng.integers(40, 80)), int(rng.integers(40, 80))
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(d/f'room_{i}.jpg', quality=90)
+    return n
+
 @pytest.fixture(scope='module')
 def course_env(tmp_path_factory):
     root = tmp_path_factory.mktemp('course')
     rng = np.random.default_rng(0)
     data = root/'fastai'/'data'
-    _mnist(data, rng); n_camvid = _camvid(data, rng); n_pets = _pets(data, rng)
+    _mnist(data, rng); n_camvid = _camvid(data, rng); n_pets = _pets(data, rng); n_lsun = _lsun(data, rng)
     ck = root/'torch'/'hub'/'checkpoints'; ck.mkdir(parents=True)
     from lessons_lib.weights import weights_file
-    for name in ('resnet34', 'vgg16_bn'):
+    for name in ('resnet34', 'vgg16_bn', 'resnet18'):
         torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), ck/weights_file(name).name)
     env = {'FASTAI_HOME': str(root/'fastai'), 'TORCH_HOME': str(root/'torch'), 'LESSONS_WEIGHTS_UNCHECKED': '1',
            'LESSONS_CACHE': str(root/'cache')}
-    return dict(root=root, env=env, n_camvid=n_camvid, n_pets=n_pets)
+    return dict(root=root, env=env, n_camvid=n_camvid, n_pets=n_pets, n_lsun=n_lsun)
 
 def _run(lesson, course_env, tmp_path):
     r = lesson7(lesson, '--data', 'course', '--size', 'tiny', '--pretrained', 'on', '--out', tmp_path, env=course_env['env'], timeout=1200)
@@ -71,3 +78,15 @@ def test_superres_and_gan_on_course_pets(course_env, tmp_path):
     assert g['gen_source'].endswith('superres/generator_mse.pth') and g['critic_seconds'] > 0 and g['gan_batches'] >= 2
     pets = Path(course_env['env']['FASTAI_HOME'])/'data'/'oxford-iiit-pet'
     assert sorted(p.name for p in pets.iterdir()) == ['images']                       # the dataset was not written into
+
+def test_wgan_on_course_lsun_bedrooms(course_env, tmp_path):
+    m = _run('wgan', course_env, tmp_path)
+    assert m['data'] == 'course' and m['n_train'] == course_env['n_lsun'] - m['n_eval'] and m['judge'] == 'resnet18'
+    for k in ('gan', 'wgan', 'wgan_gp', 'fastai_wgan'):
+        assert m[f'{k}_confident'] is None and m[f'{k}_fd'] >= 0, k       # no digit classes: the distance only
+
+def test_wgan_without_the_lsun_archive_is_one_line(tmp_path):
+    env = {'FASTAI_HOME': str(tmp_path/'fastai'), 'LESSONS_CACHE': str(tmp_path/'cache')}
+    r = lesson7('wgan', '--data', 'course', '--size', 'tiny', '--out', tmp_path/'out', env=env, timeout=600)
+    assert r.returncode == 1 and 'LSUN_BEDROOMS' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,0 +1,42 @@
+"""Lesson 5 (the Wasserstein GAN) end to end at the tiny size through `lesson7 wgan`: every number the lesson reports,
+its figures and checkpoints, a relative --out, --resume, and a damaged judge checkpoint."""
+import json, math, os, subprocess, sys
+from pathlib import Path
+import torch
+from conftest import lesson7, BIN, REPO
+
+KINDS = ('gan', 'wgan', 'wgan_gp', 'fastai_wgan')
+
+def test_tiny_run_writes_every_number_figure_and_checkpoint(tiny_run):
+    out, r = tiny_run('wgan')
+    d = out/'wgan'
+    m = json.loads((d/'metrics.json').read_text())
+    for k in KINDS:
+        assert 0 <= m[f'{k}_confident'] <= 1 and 0 <= m[f'{k}_classes'] <= 10, k
+        assert math.isfinite(m[f'{k}_fd']) and m[f'{k}_fd'] >= 0 and m[f'{k}_epochs'] == 2, k
+    assert m['train_seconds'] > 0 and m['real_fd'] >= 0 and 0 <= m['judge_accuracy'] <= 1
+    assert m['wgan_gen_steps'] < m['gan_gen_steps']                  # 5 critic steps per generator step, against 1
+    for f in ('samples.png', 'quality.png', 'history.png', 'gan.pth', 'wgan.pth', 'wgan_gp.pth', 'judge.pth', '05_wgan.ipynb',
+              'wgan_gp_history.gif'):
+        assert (d/f).is_file(), f
+    for k in KINDS: assert len(list((d/'samples').glob(f'{k}_[0-9][0-9][0-9].png'))) == 2, k
+    assert 'training one' in r.stdout                                # no lesson 1 ResNet in this --out: the judge is trained
+    ck = torch.load(d/'wgan_gp.pth', weights_only=True)
+    assert ck['epoch'] == 2 and ck['meta']['kind'] == 'wgan_gp' and len(ck['history']) == 2
+
+def test_relative_out_resume_and_a_damaged_judge(tmp_path):
+    run = lambda *a: subprocess.run([str(BIN/'lesson7'), 'wgan', '--size', 'tiny', '--out', 'rel', *a], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    r = run()
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = tmp_path/'rel'/'wgan'                                        # relative to where lesson7 was called, not to nbs/
+    assert (d/'metrics.json').is_file() and not (REPO/'nbs'/'rel').exists()
+    first = json.loads((d/'metrics.json').read_text())
+    (d/'judge.pth').write_bytes(b'not a checkpoint')
+    r = run('--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'judge.pth' in r.stdout and 'not used' in r.stdout and 'training one' in r.stdout, r.stdout[-3000:]
+    for k in ('gan', 'wgan', 'wgan_gp'): assert f'{k}: resuming from' in r.stdout, k
+    again = json.loads((d/'metrics.json').read_text())
+    for k in ('gan', 'wgan', 'wgan_gp'):                             # all trained already: the histories are the checkpoints'
+        assert again[f'{k}_fd'] == first[f'{k}_fd'] and again[f'{k}_gen_steps'] == first[f'{k}_gen_steps'], k
