@@ -1,7 +1,7 @@
 """The docs site, built offline from the executed notebooks and opened in a real browser (headless Chromium):
 every lesson page shows its figures, the API pages list the exported names, no page shows a traceback.
 A screenshot of each lesson page is kept in `_site_screenshots/` (an artifact of the run)."""
-import json, os, re, shutil, subprocess, sys, threading, functools, http.server
+import time, json, os, re, shutil, subprocess, sys, threading, functools, http.server
 from pathlib import Path
 import pytest
 from conftest import REPO
@@ -67,8 +67,12 @@ def test_every_lesson_page_shows_its_figures_and_no_traceback(site, browser):
     counts = {}
     for nb in _notebooks():
         browser.get(f'{url}/lessons/{nb.stem}/')
-        imgs = browser.execute_script("return [...document.images].filter(i => i.closest('.jp-OutputArea, .output_area, .jp-RenderedImage'))"
-                                      ".map(i => [i.complete, i.naturalWidth])")
+        want, t0 = _stored_images(nb), time.monotonic()
+        while True:                                  # the page's figures may still be decoding on a busy machine: wait, up to 60 s
+            imgs = browser.execute_script("return [...document.images].filter(i => i.closest('.jp-OutputArea, .output_area, .jp-RenderedImage'))"
+                                          ".map(i => [i.complete, i.naturalWidth])")
+            if (len(imgs) >= want and all(ok and w > 0 for ok, w in imgs)) or time.monotonic() - t0 > 60: break
+            time.sleep(0.5)
         text = browser.execute_script('return document.body.innerText')
         assert 'Traceback (most recent call last)' not in text, nb.name
         assert all(ok and w > 0 for ok, w in imgs), (nb.name, imgs)
