@@ -6,27 +6,28 @@ Docs: https://lessons-lib.github.io/lessons_lib/wgan.html.md"""
 
 # %% ../nbs/05_wgan.ipynb #a5000002
 from __future__ import annotations
-import random, time
+import time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from fastcore.basics import patch
 from .core import Config, LessonsError, pick, seed_everything, atomic_write
 from .data import course_data
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
 from .layers import conv_layer, leaky_relu
+from .train import checkpoint_meta, _meta_diff
 
 # %% auto #0
 __all__ = ['WGAN_SIZES', 'KINDS', 'NOISE_GAN_KEYS', 'Recipe', 'WganSettings', 'wgan_settings', 'ImageFiles', 'Images', 'gan_data',
            'up_layer', 'dcgan_generator', 'dcgan_critic', 'noise', 'gan_critic_loss', 'gan_generator_loss',
            'wasserstein_critic_loss', 'wasserstein_generator_loss', 'interpolates', 'gradient_penalty', 'clip_weights_',
            'NoiseGAN', 'judge_callback', 'fixed_noise', 'new_gan', 'train_gan', 'history_line', 'NoiseAndImage',
-           'fastai_wgan', 'sample_grid', 'plot_samples', 'spearman', 'tracking', 'plot_quality', 'plot_history_tiles',
-           'save_gif']
+           'fastai_wgan', 'sample_grid', 'plot_samples', 'spearman', 'tracking', 'plot_quality', 'epoch_grids',
+           'plot_history_tiles', 'save_gif']
 
 # %% ../nbs/05_wgan.ipynb #a5000007
 @dataclass(frozen=True)
@@ -70,7 +71,6 @@ class ImageFiles(torch.utils.data.Dataset):
     def __init__(self, files, size): self.files, self.size = list(files), size
     def __len__(self): return len(self.files)
     def __getitem__(self, i):
-        from PIL import ImageOps
         with Image.open(self.files[i]) as im:
             im = ImageOps.fit(im.convert('RGB'), (self.size, self.size), Image.BICUBIC)
         return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float() / 127.5 - 1
@@ -157,9 +157,6 @@ def clip_weights_(model, c):
 _LOSSES = dict(gan=(gan_critic_loss, gan_generator_loss), wgan=(wasserstein_critic_loss, wasserstein_generator_loss),
                wgan_gp=(wasserstein_critic_loss, wasserstein_generator_loss))
 
-def _trainable(model, flag):
-    for p in model.parameters(): p.requires_grad_(flag)
-
 class NoiseGAN:
     "A GAN from noise: `kind` 'gan' (cross-entropy), 'wgan' (Wasserstein, clipped critic) or 'wgan_gp' (gradient penalty)."
     def __init__(self, kind, gen, critic, ws: WganSettings, seed=42, meta=None):
@@ -177,7 +174,7 @@ class NoiseGAN:
 
     def critic_step(self, real) -> tuple:
         "One critic step on the batch `real` against as many generated images; returns (loss, Wasserstein estimate)."
-        _trainable(self.critic, True)
+        self.critic.requires_grad_(True)
         with torch.no_grad(): fake = self.gen(noise(len(real), self.ws.nz, self.device))
         n, parts = len(real), [real, fake]
         if self.kind == 'wgan_gp': parts.append(interpolates(real, fake))
@@ -190,10 +187,10 @@ class NoiseGAN:
 
     def gen_step(self, n) -> float:
         "One generator step on `n` noise vectors against the frozen critic; returns its loss."
-        _trainable(self.critic, False)
+        self.critic.requires_grad_(False)
         loss = self.gen_loss(self.critic(self.gen(noise(n, self.ws.nz, self.device))))
         self.opt_gen.zero_grad(set_to_none=True); loss.backward(); self.opt_gen.step()
-        _trainable(self.critic, True)
+        self.critic.requires_grad_(True)
         self.gen_steps += 1
         return loss.item()
 
@@ -247,8 +244,7 @@ def load(self: NoiseGAN, path):
     missing = [k for k in NOISE_GAN_KEYS if k not in sd] if isinstance(sd, dict) else list(NOISE_GAN_KEYS)
     if missing: raise CheckpointError(f"checkpoint {path} is not a checkpoint of this lesson's GANs (it lacks {', '.join(missing)})")
     if sd['meta'] != self.meta:
-        diff = ', '.join(f'{k}: {sd["meta"].get(k)!r} there, {self.meta.get(k)!r} here' for k in sorted({*sd['meta'], *self.meta})
-                         if sd['meta'].get(k) != self.meta.get(k))
+        diff = ', '.join(f'{k}: {a!r} there, {b!r} here' for k, a, b in _meta_diff(sd['meta'], self.meta))
         raise CheckpointError(f"checkpoint {path} was written with other settings ({diff[:300]}); "
                               f"rerun without --resume to start again, or resume with the settings of that run")
     for name in ('gen', 'critic', 'opt_gen', 'opt_critic'):
@@ -279,12 +275,10 @@ def fixed_noise(ws: WganSettings, seed=0) -> torch.Tensor:
 # %% ../nbs/05_wgan.ipynb #a5000032
 def new_gan(kind, cfg: Config, ws: WganSettings, n_channels=1, device='cpu') -> NoiseGAN:
     "A `NoiseGAN` of `kind` with fresh networks, the same for every kind at a given seed."
-    from dataclasses import asdict
     seed_everything(cfg)
     gen = dcgan_generator(ws.size, n_channels, ws.nz, ws.nf).to(device)
     critic = dcgan_critic(ws.size, n_channels, ws.nf).to(device)
-    meta = dict(size=cfg.size, data=cfg.data, seed=cfg.seed, settings=asdict(ws))
-    return NoiseGAN(kind, gen, critic, ws, seed=cfg.seed, meta=meta)
+    return NoiseGAN(kind, gen, critic, ws, seed=cfg.seed, meta=checkpoint_meta(cfg, ws))
 
 def train_gan(kind, cfg: Config, ws: WganSettings, ds, out, after_epoch=(), n_channels=1, device='cpu', log=print) -> NoiseGAN:
     "Train (or, with `cfg.resume`, continue) the GAN of `kind` on `ds` for the budget of `ws`, checkpointed as `out/<kind>.pth`."
@@ -401,13 +395,17 @@ def plot_quality(loops: dict):
     return fig
 
 # %% ../nbs/05_wgan.ipynb #a5000045
+def epoch_grids(out, kind, n) -> list:
+    "At most `n` of the sample grids of `kind` saved in `out/samples` after each epoch, evenly spaced from the first to the last."
+    files = sorted((Path(out)/'samples').glob(f'{kind}_[0-9][0-9][0-9].png'))
+    return [files[round(i)] for i in np.linspace(0, len(files) - 1, min(n, len(files)))] if files else []
+
 def plot_history_tiles(out, kinds, rows=6):
     "Figure: for each of `kinds`, the first row (8 images) of `rows` of the grids saved in `out/samples`, at evenly spaced epochs."
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, len(kinds), figsize=(3.3 * len(kinds), 0.45 * rows + 1.2), squeeze=False)
     for ax, k in zip(axs[0], kinds):
-        files = sorted((Path(out)/'samples').glob(f'{k}_[0-9][0-9][0-9].png'))
-        files = [files[round(i)] for i in np.linspace(0, len(files) - 1, min(rows, len(files)))] if files else []
+        files = epoch_grids(out, k, rows)
         grids = [np.asarray(Image.open(f).convert('RGB')) for f in files]
         cell = (grids[0].shape[1] - 1) // 8 if grids else 0             # 8 images a row, 1-px padding
         if grids: ax.imshow(np.concatenate([g[:cell + 1] for g in grids], 0))
@@ -418,8 +416,6 @@ def plot_history_tiles(out, kinds, rows=6):
 
 def save_gif(out, kind, max_frames=60) -> Path:
     "An animated GIF of the sample grids of `kind` saved in `out/samples` (at most `max_frames`, evenly spaced): `out/<kind>_history.gif`."
-    files = sorted((Path(out)/'samples').glob(f'{kind}_[0-9][0-9][0-9].png'))
-    files = [files[round(i)] for i in np.linspace(0, len(files) - 1, min(max_frames, len(files)))]
-    frames = [Image.open(f).convert('P') for f in files]
+    frames = [Image.open(f).convert('P') for f in epoch_grids(out, kind, max_frames)]
     return atomic_write(Path(out)/f'{kind}_history.gif',
                         lambda p: frames[0].save(p, format='GIF', save_all=True, append_images=frames[1:], duration=150, loop=0))
