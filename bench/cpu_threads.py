@@ -4,13 +4,18 @@ torch's CPU kernels run on OpenMP threads that by default *spin* while they wait
 is fastest; with anything else running (a second notebook, a browser, a test), spinning threads steal the cores the
 working ones need, and a step can take several times longer. This measures lesson 3's MSE training step (the
 `small` generator, batch 8, 128 px, in training's precision) for each setting, in a fresh process (OpenMP reads its
-settings once, when torch loads), alone and beside a process that keeps one core busy, and prints the ratios.
+settings once, when torch loads), alone and beside a process that keeps one core busy, and prints the ratios:
+`default` is torch's own (threads spin while they wait), `ours` what `lessons_lib.hardware.configure_threads` sets
+(a short spin, then sleep), `passive` never spins, `one` is a single thread.
 
     python bench/cpu_threads.py [--steps 12] [--settings default passive one]
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
-SETTINGS = {'default': {}, 'passive': {'OMP_WAIT_POLICY': 'PASSIVE'}, 'one': {'OMP_NUM_THREADS': '1'}}
+from lessons_lib.hardware import THREAD_DEFAULTS, USER_THREAD_KEYS
+
+# torch's defaults (before), the lessons' (after: `lessons_lib.hardware.configure_threads`), and two a user may choose
+SETTINGS = {'default': {}, 'ours': THREAD_DEFAULTS, 'passive': {'OMP_WAIT_POLICY': 'PASSIVE'}, 'one': {'OMP_NUM_THREADS': '1'}}
 
 STEP = r'''
 import json, statistics, sys, time, torch
@@ -36,7 +41,7 @@ BUSY = 'import numpy as np\na = np.random.rand(400, 400)\nwhile True: a = a @ a;
 
 def step_time(env, steps, bf16):
     r = subprocess.run([sys.executable, '-c', STEP, str(steps), bf16], capture_output=True, text=True,
-                       env={**{k: v for k, v in os.environ.items() if not k.startswith('OMP_')}, **env})
+                       env={**{k: v for k, v in os.environ.items() if k not in USER_THREAD_KEYS}, **env})
     if r.returncode: raise SystemExit(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
 

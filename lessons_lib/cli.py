@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse, hashlib, html, json, os, re, shutil, sys, tempfile, time
 from dataclasses import asdict, replace
 from pathlib import Path
+from .hardware import configure_threads
+configure_threads()     # before torch loads OpenMP; `lesson7`'s kernels and `lessons-nb`'s inherit the setting (see 00i_hardware)
 from .core import CHOICES, Config, ConfigError, LessonsError, get_config, config_env, lesson_dir, save_json, atomic_write
 
 # %% auto #0

@@ -17,7 +17,7 @@ import torch
 # %% auto #0
 __all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'LessonsError', 'ConfigError', 'available_devices', 'Config', 'get_config',
            'config_env', 'pick', 'get_device', 'bf16_is_fast', 'use_bf16', 'seed_everything', 'atomic_write',
-           'save_json', 'save_figure', 'default_out', 'lesson_dir', 'save_metrics']
+           'save_json', 'save_figure', 'default_out', 'lesson_dir', 'hardware_used', 'save_metrics']
 
 # %% ../nbs/00_core.ipynb #9535834c
 class LessonsError(Exception):
@@ -193,6 +193,15 @@ def lesson_dir(cfg: Config, lesson: str) -> Path:
     for p in _stale_temps(d): p.unlink(missing_ok=True)
     return d
 
+def hardware_used(cfg: Config) -> dict:
+    "How the lessons ran on this machine: the device, bfloat16 or not, the width from which convolutional models train channels-last (None: never here), CPU threads, OpenMP's wait settings."
+    from lessons_lib.hardware import channels_last_pays, CHANNELS_LAST_MIN_WIDTH, USER_THREAD_KEYS
+    dev = get_device(cfg)
+    return dict(device=str(dev), bf16=use_bf16(cfg, dev), channels_last_min_width=CHANNELS_LAST_MIN_WIDTH if channels_last_pays(dev) else None,
+                cpu_threads=torch.get_num_threads(),
+                **{k: os.environ[k] for k in USER_THREAD_KEYS if k in os.environ})
+
 def save_metrics(cfg: Config, lesson: str, metrics: dict) -> Path:
-    "Write `metrics` with the config that produced them to `out/lesson/metrics.json`; return the path."
-    return save_json({**metrics, 'size': cfg.size, 'data': cfg.data, 'config': asdict(cfg)}, lesson_dir(cfg, lesson)/'metrics.json')
+    "Write `metrics` with the config that produced them and `hardware_used` to `out/lesson/metrics.json`; return the path."
+    return save_json({**metrics, 'size': cfg.size, 'data': cfg.data, 'config': asdict(cfg), 'hardware': hardware_used(cfg)},
+                     lesson_dir(cfg, lesson)/'metrics.json')

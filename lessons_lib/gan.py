@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
 from .core import Config, pick, get_device, seed_everything, atomic_write
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
-from .train import Stage, checkpoint_meta
+from .train import Stage, checkpoint_meta, load_parts
 from .losses import imagenet_mse, feature_loss
 from .critic import patch_critic, critic_loss, critic_accuracy
 from .srdata import superres_dls, open_rgb
@@ -228,17 +228,7 @@ def save(self: GANLoop, path) -> Path:
 @patch
 def load(self: GANLoop, path):
     "Restore the state saved at `path`, or raise `CheckpointError` naming the file and what is wrong with it."
-    sd = load_checkpoint(path, map_location=self.device)
-    missing = [k for k in GAN_CKPT_KEYS if k not in sd] if isinstance(sd, dict) else list(GAN_CKPT_KEYS)
-    if missing: raise CheckpointError(f"checkpoint {path} is not a GAN checkpoint of this lesson (it lacks {', '.join(missing)})")
-    if sd['meta'] != self.meta:
-        raise CheckpointError(f"checkpoint {path} was written by a run with {sd['meta']}, but this run has {self.meta}; "
-                              f"rerun without --resume to start again, or resume with the settings of that run")
-    for name in ('gen', 'critic', 'opt_gen', 'opt_critic'):
-        try: getattr(self, name).load_state_dict(sd[name])
-        except (RuntimeError, ValueError, KeyError) as e:
-            why = ' '.join(str(e).replace('Error(s) in loading state_dict', '').split())[:300]
-            raise CheckpointError(f"checkpoint {path}: its {name} does not fit this run's ({why})") from None
+    sd = load_parts(path, self, GAN_CKPT_KEYS, self.meta, what='a GAN checkpoint of this lesson', map_location=self.device)
     self.switcher.load_state_dict(sd['switcher'])
     self.epoch, self.seconds, self.history = sd['epoch'], sd['seconds'], sd['history']
     return self

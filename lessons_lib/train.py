@@ -13,17 +13,20 @@ import numpy as np
 import torch
 from torch import nn
 from fastcore.foundation import L
+from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.callback.schedule import fit_one_cycle   # noqa: F401 (patches Learner)
 from .core import Config, seed_everything
+from .hardware import channels_last_pays
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
 
 # %% auto #0
 __all__ = ['Stage', 'lr_arg', 'fused_adam', 'BF16Autocast', 'precision_cbs', 'rng_state', 'set_rng_state', 'CheckpointCallback',
-           'fit_stages', 'n_params', 'reseed', 'checkpoint_meta', 'train_classifier', 'history']
+           'check_meta', 'load_parts', 'fit_stages', 'n_params', 'reseed', 'checkpoint_meta', 'train_classifier',
+           'history']
 
 # %% ../nbs/00e_train.ipynb #d0b1c2d8
 @dataclass(frozen=True)
@@ -144,17 +147,33 @@ def _meta_diff(old: dict, new: dict, prefix='') -> list:
         else: out.append((f'{prefix}{k}', a, b))
     return out
 
+def check_meta(path, old: dict, new: dict):
+    "Raise a `CheckpointError` naming what differs if the checkpoint at `path`, made with settings `old`, is not of this run's `new`."
+    if old == new: return
+    diff = ', '.join(f'{k}: {a!r} there, {b!r} here' for k, a, b in _meta_diff(old, new))
+    raise CheckpointError(f"checkpoint {path} was made with other settings ({diff[:300]}); "
+                          f"rerun without --resume to start again, or resume with the settings of that run")
+
+def load_parts(path, owner, keys, meta, parts=('gen', 'critic', 'opt_gen', 'opt_critic'), what='a checkpoint of this loop', map_location=None) -> dict:
+    "Load the checkpoint of a hand-written loop at `path`: it must hold `keys` and `meta`; each of `parts` (attributes of `owner`) loads its state dict. Returns it."
+    sd = load_checkpoint(path, map_location=map_location)
+    missing = [k for k in keys if k not in sd] if isinstance(sd, dict) else list(keys)
+    if missing: raise CheckpointError(f"checkpoint {path} is not {what} (it lacks {', '.join(missing)})")
+    check_meta(path, sd['meta'], meta)
+    for name in parts:
+        try: getattr(owner, name).load_state_dict(sd[name])
+        except (RuntimeError, ValueError, KeyError) as e:
+            why = ' '.join(str(e).replace('Error(s) in loading state_dict', '').split())[:200]
+            raise CheckpointError(f"checkpoint {path}: its {name} does not fit this run's ({why})") from None
+    return sd
+
 def _resume_point(ckpt, meta, learn, stages) -> dict | None:
     "The state to continue from in the checkpoint at `ckpt` (its model loaded into `learn`), or None if there is none."
     if ckpt is None or not Path(ckpt).is_file(): return None
     s = load_checkpoint(ckpt)
     if not isinstance(s, dict) or not {'meta', 'stage', 'epoch', 'model', 'opt'} <= set(s):
         raise CheckpointError(f"checkpoint {ckpt} is not a training checkpoint of this library; delete it or rerun without --resume")
-    old, new = s['meta'], dict(meta or {})
-    if old != new:
-        diff = ', '.join(f'{k}: {a!r} there, {b!r} here' for k, a, b in _meta_diff(old, new))
-        raise CheckpointError(f"checkpoint {ckpt} was made with other settings ({diff[:300]}); "
-                              f"rerun without --resume to start again, or resume with the settings of that run")
+    check_meta(ckpt, s['meta'], dict(meta or {}))
     try: learn.model.load_state_dict(s['model'])
     except RuntimeError as e: raise CheckpointError(f"checkpoint {ckpt} does not fit the model ({str(e).splitlines()[0][:200]})") from None
     if s['stage'] < len(stages) and s['epoch'] >= stages[s['stage']].epochs: s = {**s, 'stage': s['stage'] + 1, 'epoch': 0}
@@ -177,11 +196,12 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
         resumed = state if i == stage0 else None
         if st.frozen and pretrained: learn.freeze()
         else: learn.unfreeze()
-        cbs = [CheckpointCallback(ckpt, i, meta, resumed, secs)] if ckpt is not None else []
+        ck = [CheckpointCallback(ckpt, i, meta, resumed, secs)] if ckpt is not None else []
+        layout = [ChannelsLast()] if channels_last_pays(next(learn.model.parameters()).device, learn.model) else []   # see 00i_hardware
         t0 = time.perf_counter()
-        learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=cbs,
+        learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=ck + layout,
                             start_epoch=resumed['epoch'] if resumed else 0)
-        secs = cbs[0].seconds if cbs else secs + [(time.perf_counter() - t0) / st.epochs] * st.epochs
+        secs = ck[0].seconds if ck else secs + [(time.perf_counter() - t0) / st.epochs] * st.epochs
     if state is not None and stage0 >= len(stages): _restore_recorder(learn, state['recorder'])   # nothing left to train
     elif ckpt is not None:        # mark the schedule done (unless a callback stopped it early), so that a resume skips it whole
         last = load_checkpoint(ckpt)

@@ -19,7 +19,7 @@ from .core import Config, LessonsError, pick, seed_everything, atomic_write
 from .data import course_data
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
 from .layers import conv_layer, leaky_relu
-from .train import checkpoint_meta, _meta_diff
+from .train import checkpoint_meta, load_parts
 
 # %% auto #0
 __all__ = ['WGAN_SIZES', 'KINDS', 'NOISE_GAN_KEYS', 'Recipe', 'WganSettings', 'wgan_settings', 'ImageFiles', 'Images', 'gan_data',
@@ -240,17 +240,7 @@ def save(self: NoiseGAN, path) -> Path:
 @patch
 def load(self: NoiseGAN, path):
     "Restore what `save` wrote to `path`, or raise `CheckpointError` naming the file and what is wrong with it."
-    sd = load_checkpoint(path, map_location=self.device)
-    missing = [k for k in NOISE_GAN_KEYS if k not in sd] if isinstance(sd, dict) else list(NOISE_GAN_KEYS)
-    if missing: raise CheckpointError(f"checkpoint {path} is not a checkpoint of this lesson's GANs (it lacks {', '.join(missing)})")
-    if sd['meta'] != self.meta:
-        diff = ', '.join(f'{k}: {a!r} there, {b!r} here' for k, a, b in _meta_diff(sd['meta'], self.meta))
-        raise CheckpointError(f"checkpoint {path} was written with other settings ({diff[:300]}); "
-                              f"rerun without --resume to start again, or resume with the settings of that run")
-    for name in ('gen', 'critic', 'opt_gen', 'opt_critic'):
-        try: getattr(self, name).load_state_dict(sd[name])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"checkpoint {path}: its {name} does not fit this run's ({' '.join(str(e).split())[:200]})") from None
+    sd = load_parts(path, self, NOISE_GAN_KEYS, self.meta, what="a checkpoint of this lesson's GANs", map_location=self.device)
     self.epoch, self.seconds, self.gen_steps, self.history = sd['epoch'], sd['seconds'], sd['gen_steps'], list(sd['history'])
     return self
 

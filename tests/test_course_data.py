@@ -3,59 +3,16 @@ FASTAI_HOME and stand-in ImageNet weights under a temporary TORCH_HOME; every le
 with `--data course --pretrained on`, and is checked to have used them."""
 import json, os, subprocess
 from pathlib import Path
-import numpy as np, pytest, torch, torchvision
-from PIL import Image
+import pytest
 from conftest import lesson7
 
-CAMVID_CODES = ('Animal Archway Bicyclist Bridge Building Car CartLuggagePram Child Column_Pole Fence LaneMkgsDriv LaneMkgsNonDriv '
-                'Misc_Text MotorcycleScooter OtherMoving ParkingBlock Pedestrian Road RoadShoulder Sidewalk SignSymbol Sky '
-                'SUVPickupTruck TrafficCone TrafficLight Train Tree Truck_Bus Tunnel VegetationMisc Void Wall').split()
-
-def _mnist(root, rng):
-    for split, n in (('training', 450), ('testing', 50)):       # 5,000 files, so the tiny size's every-20th keeps 250
-        for c in range(10):
-            d = root/'mnist_png'/split/str(c); d.mkdir(parents=True)
-            for i in range(n): Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(d/f'{c}{i}.png')
-
-def _camvid(root, rng, n=8, size=(160, 120)):
-    d = root/'camvid'; (d/'images').mkdir(parents=True); (d/'labels').mkdir()
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(d/'images'/f'0016E5_{i:05d}.png')
-        m = Image.fromarray(rng.integers(0, len(CAMVID_CODES), (size[1], size[0]), dtype=np.uint8), 'L').convert('P')
-        m.save(d/'labels'/f'0016E5_{i:05d}_P.png')
-    (d/'codes.txt').write_text('\n'.join(CAMVID_CODES) + '\n')
-    (d/'valid.txt').write_text('\n'.join(f'0016E5_{i:05d}.png' for i in range(n - 2, n)) + '\n')
-    return n
-
-def _pets(root, rng, n=12):
-    d = root/'oxford-iiit-pet'/'images'; d.mkdir(parents=True)
-    modes = ['RGB', 'L', 'CMYK', 'RGBA']
-    for i in range(n):
-        w, h = int(rng.integers(300, 500)), int(rng.integers(300, 450))
-        im = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(modes[i % 4])
-        (im.convert('RGB') if modes[i % 4] == 'RGBA' else im).save(d/f'pet_{i}.jpg', quality=90)
-    return n
-
-def _lsun(root, rng, n=120):
-    for i in range(n):                                              # bedrooms in subfolders, as the archive has them
-        d = root/'bedroom'/f'{i % 3}'/f'{i % 5}'; d.mkdir(parents=True, exist_ok=True)
-        w, h = int(rng.integers(40, 80)), int(rng.integers(40, 80))
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(d/f'room_{i}.jpg', quality=90)
-    return n
+from lessons_lib.standins import CAMVID_CODES, standin_home
 
 @pytest.fixture(scope='module')
 def course_env(tmp_path_factory):
-    root = tmp_path_factory.mktemp('course')
-    rng = np.random.default_rng(0)
-    data = root/'fastai'/'data'
-    _mnist(data, rng); n_camvid = _camvid(data, rng); n_pets = _pets(data, rng); n_lsun = _lsun(data, rng)
-    ck = root/'torch'/'hub'/'checkpoints'; ck.mkdir(parents=True)
-    from lessons_lib.weights import weights_file
-    for name in ('resnet34', 'vgg16_bn', 'resnet18'):
-        torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), ck/weights_file(name).name)
-    env = {'FASTAI_HOME': str(root/'fastai'), 'TORCH_HOME': str(root/'torch'), 'LESSONS_WEIGHTS_UNCHECKED': '1',
-           'LESSONS_CACHE': str(root/'cache')}
-    return dict(root=root, env=env, n_camvid=n_camvid, n_pets=n_pets, n_lsun=n_lsun)
+    root = tmp_path_factory.mktemp('course')     # 5,000 MNIST files, so the tiny size's every-20th keeps 250
+    home = standin_home(root, mnist=(450, 50), camvid=dict(n=8), pets=dict(n=12), lsun=dict(n=120))
+    return dict(root=root, env=home['env'], n_camvid=home['camvid'], n_pets=home['pets'], n_lsun=home['lsun'])
 
 def _run(lesson, course_env, tmp_path):
     r = lesson7(lesson, '--data', 'course', '--size', 'tiny', '--pretrained', 'on', '--out', tmp_path, env=course_env['env'], timeout=1200)

@@ -111,6 +111,12 @@ def test_cli_tiny(tiny_run):
     assert m['size'] == 'tiny' and m['data'] == 'embedded' and 0 <= m['resnet_acc'] <= 1 and m['resnet_params'] > 0
     for f in ('batch.png', 'curves.png', 'landscape.png'):
         assert (d/f).stat().st_size > 1000, f
+    # the lesson's kernel ran with the lessons' OpenMP wait setting (lesson7 sets it before torch loads), unless the user set one
+    from lessons_lib.hardware import THREAD_DEFAULTS, WAIT_KEYS
+    mine = {k: os.environ[k] for k in WAIT_KEYS if k in os.environ}
+    hw = m['hardware']
+    assert {k: hw[k] for k in WAIT_KEYS if k in hw} == (mine or THREAD_DEFAULTS), hw
+    assert hw['device'] == 'cpu' and hw['cpu_threads'] >= 1 and hw['channels_last_min_width'] == 128, hw
     # --resume loads the checkpoints instead of training again
     r = subprocess.run([str(exe), 'resnet', '--size', 'tiny', '--out', str(tmp_path), '--resume'], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
