@@ -51,7 +51,7 @@ class SuperresSettings:
 
 SUPERRES_SIZES = dict(
     small=SuperresSettings(),
-    tiny=SuperresSettings(encoder='handwritten', lr_find_iters=5, mse_stages=(Stage(64, 4, 4, 3e-3, pct_start=0.3, n_train=16),),   # 4 short epochs: resume is testable feature_stages=(Stage(64, 4, 1, 5e-4, pct_start=0.3, n_train=8),),
+    tiny=SuperresSettings(encoder='handwritten', lr_find_iters=12, mse_stages=(Stage(64, 4, 4, 3e-3, pct_start=0.3, n_train=16),),   # 4 short epochs: resume is testable feature_stages=(Stage(64, 4, 1, 5e-4, pct_start=0.3, n_train=8),),
                           data=SRDataSettings(variants=2, min_photo_side=64, valid_crops=1, eval_crop=128, n_eval=3)),
     full=SuperresSettings(encoder='resnet34', widths='fastai', mse_stages=COURSE_STAGES, feature_stages=COURSE_STAGES, feature_from_mse=False,
                           data=SRDataSettings(min_photo_side=256, n_eval=200)))
