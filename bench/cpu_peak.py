@@ -13,13 +13,11 @@ below a third), each measured side by side in this run:
     python bench/cpu_peak.py [--steps 8] [--lessons unet superres] [--bf16 off]
 """
 import argparse, os, statistics, time
+from lessons_lib.hardware import configure_threads, cpu_model
+configure_threads()          # as the lessons run (before torch starts OpenMP); set GOMP_SPINCOUNT or OMP_WAIT_POLICY to compare
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-
-def cpu_name():
-    return next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), 'unknown CPU')
 
 
 def matmul_peak(n=2048, reps=6) -> float:
@@ -78,7 +76,7 @@ def step_flops(model, x, loss_fn) -> int:
     return fc.get_total_flops()
 
 
-HEAVY = ('conv', 'mm', 'addmm', 'bmm', 'matmul', 'linear')
+HEAVY = ('conv', 'mm', 'matmul', 'linear')    # 'mm' also names addmm, bmm
 
 
 def time_split(step) -> tuple:
@@ -106,7 +104,7 @@ def main(argv=None):
     torch.manual_seed(0)
     threads = torch.get_num_threads()
     peak = matmul_peak()
-    print(f'{cpu_name()}, {os.cpu_count()} CPUs, {threads} threads, OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "(unset)")}, '
+    print(f'{cpu_model()}, {os.cpu_count()} CPUs, {threads} threads, OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "(unset)")}, '
           f'GOMP_SPINCOUNT={os.environ.get("GOMP_SPINCOUNT", "(unset)")}')
     print(f'float32 peak (2048x2048 matmul): {peak / 1e9:.1f} GFLOP/s')
     for name in a.lessons:

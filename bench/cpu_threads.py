@@ -12,7 +12,7 @@ settings once, when torch loads), alone and beside a process that keeps one core
 """
 import argparse, json, os, statistics, subprocess, sys, time
 
-from lessons_lib.hardware import THREAD_DEFAULTS, USER_THREAD_KEYS
+from lessons_lib.hardware import THREAD_DEFAULTS, USER_THREAD_KEYS, cpu_model
 
 # torch's defaults (before), the lessons' (after: `lessons_lib.hardware.configure_threads`), and two a user may choose
 SETTINGS = {'default': {}, 'ours': THREAD_DEFAULTS, 'passive': {'OMP_WAIT_POLICY': 'PASSIVE'}, 'one': {'OMP_NUM_THREADS': '1'}}
@@ -52,7 +52,7 @@ def main(argv=None):
     p.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument('--bf16', default='auto', choices=['auto', 'on', 'off'])
     a = p.parse_args(argv)
-    cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), 'unknown CPU')
+    cpu = cpu_model()
     print(f'{cpu}, {os.cpu_count()} CPUs, bf16={a.bf16}; lesson 3 MSE step, batch 8 x 128 px, median of {a.steps} steps')
     res = {}
     for name in a.settings:

@@ -50,20 +50,26 @@ class Meter:
         if self.cuda:
             import torch; torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
 
+    def now(self) -> float:
+        "The time, once the GPU has finished what it was given."
+        self._sync(); return time.perf_counter()
+
     def step(self, n_images) -> bool:
         "Record one training step of `n_images`; True once enough are measured."
         self.i += 1
-        if self.i == self.warmup: self._sync(); self.t0 = time.perf_counter()
+        if self.i == self.warmup: self.t0 = self.now()
         elif self.i > self.warmup: self.images += n_images
         if self.i >= self.warmup + self.steps:
-            self._sync(); self.seconds = time.perf_counter() - self.t0
+            self.seconds = self.now() - self.t0
             return True
         return False
 
-    def result(self) -> dict:
+    def result(self, images=None, seconds=None) -> dict:
+        "Images per second (the steps counted, or `images` in `seconds` measured by the caller) and peak GPU memory since `start`."
         import torch
+        images, seconds = (self.images, self.seconds) if images is None else (images, seconds)
         mem = torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None
-        return dict(ips=self.images / self.seconds if self.seconds else float('nan'), mem_mb=mem, steps=self.i)
+        return dict(ips=images / seconds if seconds else float('nan'), mem_mb=mem, seconds=seconds)
 
 
 def meter_cb(meter):
@@ -192,23 +198,20 @@ def lesson4(cfg, a, dev, new_meter):
 def lesson5(cfg, a, dev, new_meter):
     from lessons_lib.wgan import wgan_settings, gan_data, new_gan, fastai_wgan
     ws = wgan_settings(cfg)
+    ws = replace(ws, n_eval=min(ws.n_eval, 256))       # held-out images are for the lesson's judge; the check needs training ones
     ds, _ = gan_data(cfg, ws)
     n_batches = len(ds) // ws.bs
     loop = new_gan('wgan', cfg, ws, 3, dev)
     meter = new_meter(); meter.start()
     loop.fit(ds, 1)                                                    # warm-up epoch
-    meter._sync(); t0 = time.perf_counter()
     epochs = max(1, -(-a.steps // max(1, n_batches)))
+    gen0, t0 = loop.gen_steps, meter.now()
     loop.fit(ds, 1 + epochs)
-    meter._sync(); secs = time.perf_counter() - t0
-    images = epochs * n_batches * ws.bs + (loop.gen_steps - loop.history[0]['gen_steps']) * ws.bs
-    import torch
-    r_ours = dict(ips=images / secs, mem_mb=torch.cuda.max_memory_allocated() / 2**20 if meter.cuda else None, steps=epochs * n_batches)
+    r_ours = meter.result(images=(epochs * n_batches + loop.gen_steps - gen0) * ws.bs, seconds=meter.now() - t0)
+    secs = r_ours['seconds']
     meter = new_meter(); meter.start()
     learn = fastai_wgan(cfg, replace(ws, budget_s=secs, epochs=10_000), ds, n_channels=3, device=dev)
-    steps = len(learn.recorder.losses)                                 # one per training batch, critic's and generator's
-    r_stock = dict(ips=steps * ws.bs / learn.seconds if learn.seconds else float('nan'),
-                   mem_mb=torch.cuda.max_memory_allocated() / 2**20 if meter.cuda else None, steps=steps)
+    r_stock = meter.result(images=len(learn.recorder.losses) * ws.bs, seconds=learn.seconds)   # a loss a training batch, critic's or generator's
     return f'WGAN, {ws.size} px, batch {ws.bs}, {secs:.0f} s each', r_ours, r_stock, 'GANLearner.wgan(...)'
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 # warning is about packaging, not about anything a student can act on.
 warnings.filterwarnings('ignore', message='The pynvml package is deprecated')
 import torch
+from .hardware import channels_last_pays, cpu_model, CHANNELS_LAST_MIN_WIDTH, USER_THREAD_KEYS
 
 # %% auto #0
 __all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'LessonsError', 'ConfigError', 'available_devices', 'Config', 'get_config',
@@ -194,10 +195,9 @@ def lesson_dir(cfg: Config, lesson: str) -> Path:
     return d
 
 def hardware_used(cfg: Config) -> dict:
-    "How the lessons ran on this machine: the device, bfloat16 or not, the width from which convolutional models train channels-last (None: never here), CPU threads, OpenMP's wait settings."
-    from lessons_lib.hardware import channels_last_pays, CHANNELS_LAST_MIN_WIDTH, USER_THREAD_KEYS
+    "How the lessons ran on this machine: the device, the CPU model, bfloat16 or not, the width from which convolutional models train channels-last (None: never here), CPU threads, OpenMP's wait settings."
     dev = get_device(cfg)
-    return dict(device=str(dev), bf16=use_bf16(cfg, dev), channels_last_min_width=CHANNELS_LAST_MIN_WIDTH if channels_last_pays(dev) else None,
+    return dict(device=str(dev), cpu=cpu_model(), bf16=use_bf16(cfg, dev), channels_last_min_width=CHANNELS_LAST_MIN_WIDTH if channels_last_pays(dev) else None,
                 cpu_threads=torch.get_num_threads(),
                 **{k: os.environ[k] for k in USER_THREAD_KEYS if k in os.environ})
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 import os, sys
 
 # %% auto #0
-__all__ = ['THREAD_DEFAULTS', 'WAIT_KEYS', 'USER_THREAD_KEYS', 'CHANNELS_LAST_MIN_WIDTH', 'thread_settings', 'configure_threads',
-           'channels_last_pays']
+__all__ = ['THREAD_DEFAULTS', 'WAIT_KEYS', 'USER_THREAD_KEYS', 'CHANNELS_LAST_MIN_WIDTH', 'cpu_model', 'thread_settings',
+           'configure_threads', 'channels_last_pays']
 
 # %% ../nbs/00i_hardware.ipynb #h1000006
+def cpu_model() -> str:
+    "This machine's CPU as `lscpu` names it (`model name` in /proc/cpuinfo), for every timing the lessons report."
+    try:
+        with open('/proc/cpuinfo') as f: return next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), 'unknown CPU')
+    except OSError:
+        import platform
+        return platform.processor() or 'unknown CPU'
+
 THREAD_DEFAULTS = {'GOMP_SPINCOUNT': '1000'}   # spin ~1,000 polls (microseconds), then sleep: see bench/cpu_threads.py
 WAIT_KEYS = ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT')                # how OpenMP's threads wait: a user's own wins
 USER_THREAD_KEYS = (*WAIT_KEYS, 'OMP_NUM_THREADS')              # and how many there are (torch's default: one per core)

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 from fastcore.foundation import L
-from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
@@ -183,6 +182,9 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
     "Train `learn` through `stages`, checkpointing each epoch to `ckpt`; with `resume`, continue from it. Returns seconds per epoch."
     stages = list(stages)
     if not stages: return []
+    if channels_last_pays(next(learn.model.parameters()).device, learn.model):   # see 00i_hardware
+        learn.model.to(memory_format=torch.channels_last)   # what fastai's `ChannelsLast` does before a fit; here, once, also when
+                                                             # a resumed run has nothing left to train: it is evaluated as it trained
     state = _resume_point(ckpt, meta, learn, stages) if resume else None
     stage0 = state['stage'] if state else 0
     if state is not None:
@@ -196,12 +198,11 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
         resumed = state if i == stage0 else None
         if st.frozen and pretrained: learn.freeze()
         else: learn.unfreeze()
-        ck = [CheckpointCallback(ckpt, i, meta, resumed, secs)] if ckpt is not None else []
-        layout = [ChannelsLast()] if channels_last_pays(next(learn.model.parameters()).device, learn.model) else []   # see 00i_hardware
+        cbs = [CheckpointCallback(ckpt, i, meta, resumed, secs)] if ckpt is not None else []
         t0 = time.perf_counter()
-        learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=ck + layout,
+        learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=cbs,
                             start_epoch=resumed['epoch'] if resumed else 0)
-        secs = ck[0].seconds if ck else secs + [(time.perf_counter() - t0) / st.epochs] * st.epochs
+        secs = cbs[0].seconds if cbs else secs + [(time.perf_counter() - t0) / st.epochs] * st.epochs
     if state is not None and stage0 >= len(stages): _restore_recorder(learn, state['recorder'])   # nothing left to train
     elif ckpt is not None:        # mark the schedule done (unless a callback stopped it early), so that a resume skips it whole
         last = load_checkpoint(ckpt)

@@ -79,10 +79,7 @@ def test_unet_resume_after_a_complete_run(tiny_run):
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'handwritten U-Net: resuming from' in r.stdout and 'its training is complete' in r.stdout
     m2 = json.loads((tmp_path/'unet'/'metrics.json').read_text())
-    assert m2['train_seconds'] == m1['train_seconds']                     # the training it rests on, not a new one
-    # the restored model is evaluated in the default layout, the trained one was channels-last (hardware.channels_last_pays):
-    # in bfloat16 the two layouts round differently, so the metrics agree to rounding, not bit for bit
-    assert (m2['miou'], m2['acc_nonvoid']) == pytest.approx((m1['miou'], m1['acc_nonvoid']), rel=1e-3)
+    assert (m2['miou'], m2['acc_nonvoid'], m2['train_seconds']) == (m1['miou'], m1['acc_nonvoid'], m1['train_seconds'])
 
 
 # ---- 7. stale temp files of a killed write are cleaned; new files follow the umask ----
