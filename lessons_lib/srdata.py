@@ -36,6 +36,7 @@ class SRDataSettings:
     max_zoom: float | None = None  # course data: crops of 1/max_zoom to all of the shorter side, resized (else native crops)
     min_photo_side: int = 128      # photos smaller than this are skipped (at least the largest crop)
     wm_frac: float = 0.5           # share of the training crops placed over the watermark
+    augment: bool = True           # training crops flipped and turned by multiples of 90 degrees (8 versions of each)
     align: int = 32                # native crops start on the JPEG colour-block grid (16 px, x2)
     valid_crops: int = 4           # validation crops per held-out photo
     eval_side: int | None = None   # evaluate at this shorter side (course: 256, the size trained at), else as stored
@@ -81,11 +82,12 @@ def open_rgb(path) -> Image.Image:
 
 class SRCrops(torch.utils.data.Dataset):
     "(bicubic-upsampled crappy crop, target crop) pairs of `size` px from `pairs`: random if `train`, else fixed."
-    def __init__(self, pairs, size, n=None, train=True, max_zoom=None, wm_frac=0.5, crops_per_photo=1, align=1, seed=0):
+    def __init__(self, pairs, size, n=None, train=True, max_zoom=None, wm_frac=0.5, crops_per_photo=1, align=1, seed=0, augment=False):
         self.pairs, self.size, self.train, self.max_zoom, self.wm_frac, self.align = list(pairs), size, train, max_zoom, wm_frac, align
+        self.augment = augment and train
         self.n = n or len(self.pairs) * (1 if train else crops_per_photo)
         self.rng, self.seed, self.cpp = random.Random(seed), seed, crops_per_photo
-        self._cache = {} if len(self.pairs) <= 256 else None
+        self._cache = {} if len(self.pairs) <= 1024 else None     # the embedded photos' 400 pairs take about 300 MB
 
     def __len__(self): return self.n
 
@@ -130,12 +132,13 @@ class SRCrops(torch.utils.data.Dataset):
         targ = hr.crop((x, y, x + s, y + s)) if s == self.size else hr.resize(size, Image.LANCZOS, box=(x, y, x + s, y + s))
         inp, targ = TensorImage(image_tensor(inp)), TensorImage(image_tensor(targ))     # typed: fastai's `show_batch` knows them
         if self.train and rng.random() < 0.5: inp, targ = inp.flip(-1), targ.flip(-1)
+        if self.augment and (k := rng.randrange(4)): inp, targ = inp.rot90(k, (-2, -1)), targ.rot90(k, (-2, -1))   # with the flip: all 8
         return inp, targ
 
 def superres_dls(pairs: dict, stage: Stage, ds: SRDataSettings, seed=0, device=None) -> DataLoaders:
     "fastai `DataLoaders` of `SRCrops` for one training `stage` (random training crops, fixed validation crops)."
     kw = dict(max_zoom=ds.max_zoom, align=ds.align, seed=seed)
-    train = SRCrops(pairs['train'], stage.size, n=stage.n_train, wm_frac=ds.wm_frac, **kw)
+    train = SRCrops(pairs['train'], stage.size, n=stage.n_train, wm_frac=ds.wm_frac, augment=ds.augment, **kw)
     valid = SRCrops(pairs['valid'], stage.size, train=False, crops_per_photo=ds.valid_crops, **kw)
     return DataLoaders.from_dsets(train, valid, bs=stage.bs, num_workers=0, device=device)
 

@@ -17,8 +17,10 @@ from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from fastai.learner import Learner
 from fastai.metrics import AvgMetric
+from fastai.learner import Metric
+from fastai.callback.core import Callback
 from .core import Config, LessonsError, get_config, pick, get_device, lesson_dir, use_bf16, atomic_write
-from .train import fit_stages
+from .train import fit_stages, CheckpointCallback, check_meta
 from .weights import save_checkpoint, load_checkpoint, load_weights, ImageNetNorm, CheckpointError
 from .train import Stage, precision_cbs
 from .metrics import psnr, ssim, sharpness_ratio, blockiness, box_mask, region_psnr, region_ssim
@@ -30,8 +32,9 @@ from .unet import Unet, build_unet, default_encoder, unet_splitter
 __all__ = ['COURSE_STAGES', 'SUPERRES_SIZES', 'WM_MARGIN', 'JOBS', 'SuperresSettings', 'superres_settings', 'ResidualGenerator',
            'superres_generator', 'generator_splitter', 'save_generator', 'generator_meta', 'load_generator',
            'upscale_tensor', 'upscale_image', 'evaluate_superres', 'quality_table', 'jobs_table', 'psnr_metric',
-           'superres_learner', 'train_generator', 'feature_start', 'comparison_grid', 'error_difference_figure',
-           'blockiest_window', 'blocks_figure', 'upscale_files']
+           'superres_learner', 'HeldOutPSNR', 'KeepBest', 'train_generator', 'epoch_table', 'training_curves',
+           'feature_start', 'comparison_grid', 'error_difference_figure', 'blockiest_window', 'blocks_figure',
+           'upscale_files']
 
 # %% ../nbs/03_superres.ipynb #e59b2ebb
 COURSE_STAGES = (Stage(128, 32, 10, 1e-2, frozen=True, pct_start=0.9), Stage(128, 32, 10, (1e-5, 1e-3), pct_start=0.9),
@@ -47,6 +50,7 @@ class SuperresSettings:
     wd: float = 1e-3                    # the course's weight decay
     feature_from_mse: bool = True       # fine-tune the MSE generator with the feature loss (full: train afresh, as the course)
     lr_find_iters: int = 100            # fastai's default
+    keep_best: bool = True              # end the MSE training at its best epoch by `HeldOutPSNR` (outside the watermark)
     data: SRDataSettings = SRDataSettings()
 
 SUPERRES_SIZES = dict(
@@ -181,14 +185,97 @@ def superres_learner(gen: ResidualGenerator, loss_func, dls, st: SuperresSetting
     return Learner(dls, gen, loss_func=loss_func, wd=st.wd, splitter=generator_splitter,
                    metrics=[AvgMetric(psnr_metric), *metrics], cbs=precision_cbs(bf16))
 
-def train_generator(gen, loss_func, stages, pairs, st: SuperresSettings, cfg: Config, ckpt=None, meta=None, metrics=(), name='generator') -> Learner:
+class HeldOutPSNR(Metric):
+    "fastai metric: the generator's mean PSNR outside the watermark on the whole held-out photos `images` (`eval_images`), each epoch."
+    def __init__(self, images, name='heldout_psnr_out'):
+        self.images, self._name, self.model = list(images), name, None
+        self.masks = [~box_mask(im['target'].shape, im['box'], WM_MARGIN) for im in self.images]
+    def reset(self): self.model = None
+    def accumulate(self, learn): self.model = learn.model
+    @property
+    def value(self):
+        if self.model is None: return None
+        return float(np.mean([region_psnr(upscale_tensor(self.model, im['bicubic']), im['target'], m) for im, m in zip(self.images, self.masks)]))
+    @property
+    def name(self): return self._name
+
+class KeepBest(Callback):
+    "Keep the weights of the epoch with the highest metric `monitor`, in memory and at `path` (so a resumed run keeps them); `history`: every epoch's value."
+    order = 59                      # before `CheckpointCallback` (60): the best is saved before the epoch counts as done
+    def __init__(self, monitor, stage_epochs, path=None, meta=None):
+        self.monitor, self.stage_epochs, self.path, self.meta = monitor, list(stage_epochs), Path(path) if path else None, dict(meta or {})
+        self.history, self.best_state, self.fits, self.validated = {}, None, 0, False
+
+    def resume(self):
+        "Read back what an interrupted run kept (its settings must be this run's)."
+        if self.path is None or not self.path.is_file(): return self
+        ck = load_checkpoint(self.path)
+        check_meta(self.path, ck.get('meta', {}), self.meta)
+        self.history, self.best_state = {int(k): v for k, v in ck['history'].items()}, ck['model']
+        return self
+
+    def before_fit(self): self.fits += 1
+    def after_validate(self): self.validated = True
+    def after_epoch(self):
+        if not self.validated: return               # an epoch a resumed run skipped
+        self.validated = False
+        ck = next((c for c in self.learn.cbs if isinstance(c, CheckpointCallback)), None)
+        stage = ck.stage if ck is not None else self.fits - 1
+        epoch = sum(self.stage_epochs[:stage]) + self.epoch
+        self.history[epoch] = v = float(self.learn.final_record[list(self.recorder.metric_names[1:]).index(self.monitor)])
+        if v >= max(self.history.values()):
+            self.best_state = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
+        if self.path: save_checkpoint(dict(meta=self.meta, history=self.history, model=self.best_state), self.path)
+
+    @property
+    def best_epoch(self): return max(self.history, key=self.history.get)
+    def load_best(self, model): model.load_state_dict(self.best_state); return model
+
+def train_generator(gen, loss_func, stages, pairs, st: SuperresSettings, cfg: Config, ckpt=None, meta=None, metrics=(), name='generator',
+                    held_out=None, keep_best=False) -> Learner:
     "Train `gen` with `loss_func` through `stages` on `pairs`' crops, checkpointing each epoch to `ckpt`; `learn.seconds`: the training's."
     dev = get_device(cfg)
     make_dls = lambda stage: superres_dls(pairs, stage, st.data, cfg.seed, dev)
+    metrics = [*metrics, *([HeldOutPSNR(held_out)] if held_out else [])]
     learn = superres_learner(gen.to(dev), loss_func, make_dls(stages[0]), st, use_bf16(cfg, dev), metrics)
+    kb = None
+    if keep_best and held_out:
+        best_path = Path(ckpt).with_name(Path(ckpt).stem + '_best.pth') if ckpt else None
+        if best_path and not cfg.resume: best_path.unlink(missing_ok=True)
+        kb = KeepBest('heldout_psnr_out', [s.epochs for s in stages], best_path, meta).resume()
+        learn.add_cb(kb)
     learn.seconds = sum(fit_stages(learn, stages, make_dls, ckpt=ckpt, resume=cfg.resume, meta=meta, pretrained=gen.is_pretrained, name=name))
+    if kb is not None:
+        learn.remove_cb(kb)
+        if kb.best_state is not None:
+            kb.load_best(gen)
+            learn.best_epoch, learn.heldout_history = kb.best_epoch, dict(kb.history)
+            print(f"{name}: kept epoch {kb.best_epoch + 1} of {len(kb.history)}, {kb.history[kb.best_epoch]:.2f} dB outside the watermark on the held-out photos")
     gen.eval()
     return learn
+
+def epoch_table(learn) -> dict:
+    "`{column: [value per epoch]}` of `learn`'s `Recorder` (train_loss, valid_loss, the metrics), read right after training."
+    names = list(learn.recorder.metric_names[1:-1])
+    return {n: [float(v[i]) for v in learn.recorder.values] for i, n in enumerate(names)}
+
+
+# %% ../nbs/03_superres.ipynb #kb000002
+def training_curves(table: dict, bicubic_out: float, best_epoch=None):
+    "Figure: an `epoch_table`'s training and validation loss per epoch, and its `heldout_psnr_out` against `bicubic_out`, `best_epoch` marked."
+    import matplotlib.pyplot as plt
+    names = list(table)
+    vals = np.array([table[n] for n in names]).T
+    ep = np.arange(1, len(vals) + 1)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a0.plot(ep, vals[:, names.index('train_loss')], 'o-', label='training crops'); a0.plot(ep, vals[:, names.index('valid_loss')], 'o-', label='held-out crops')
+    a0.set(xlabel='epoch', ylabel='loss', title='loss'); a0.legend()
+    a1.axhline(bicubic_out, ls='--', c='gray', label='bicubic')
+    if 'heldout_psnr_out' in names: a1.plot(ep, vals[:, names.index('heldout_psnr_out')], 'o-', label='generator')   # (no held-out photos: not measured)
+    if best_epoch is not None and 'heldout_psnr_out' in names: a1.plot([best_epoch + 1], [vals[best_epoch, names.index('heldout_psnr_out')]], 'r*', ms=14, label='kept')
+    a1.set(xlabel='epoch', ylabel='dB', title='held-out photos, outside the watermark'); a1.legend()
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/03_superres.ipynb #9e692faa
 def feature_start(cfg: Config, st: SuperresSettings, gen_mse: ResidualGenerator | None = None) -> ResidualGenerator:

@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from lessons_lib.core import Config, LessonsError
-from lessons_lib.data import photos_path
+from lessons_lib.data import photos_path, embedded_photo_files
 from lessons_lib.crappify import (CrappifyError, crappify, crappify_folder, crappify_jpeg, crappy_size, to_rgb,
                                   watermark_box, watermark_params, _font)
 from lessons_lib.metrics import psnr, ssim, sharpness_ratio
@@ -105,7 +105,7 @@ def test_crappify_folder_no_half_files(tmp_path, monkeypatch):
 def test_crappify_folder_cached_and_variants():
     d = photos_path(Config())/'images'
     pairs = crappify_folder(d, variants=2)
-    assert len(pairs) == 20 and all(lr.exists() for _, lr in pairs)
+    assert len(pairs) == 2 * len(embedded_photo_files()) and all(lr.exists() for _, lr in pairs)
     mtimes = [lr.stat().st_mtime_ns for _, lr in pairs]
     assert crappify_folder(d, variants=2) == pairs
     assert [lr.stat().st_mtime_ns for _, lr in pairs] == mtimes          # nothing rewritten
@@ -182,12 +182,49 @@ def test_no_train_valid_leakage():
     pairs = superres_pairs(cfg, st.data)
     train_photos, valid_photos = {p.hr for p in pairs['train']}, {p.hr for p in pairs['valid']}
     assert valid_photos and train_photos and not train_photos & valid_photos
-    assert len(train_photos | valid_photos) == 10
+    assert len(train_photos | valid_photos) == len(embedded_photo_files()) >= 20
+    assert len(valid_photos) >= 6                          # at least 6 whole photos held out
     ds = SRCrops(pairs['valid'], 64, train=False, crops_per_photo=2)
     assert {p.hr for p in ds.pairs} == valid_photos and len(ds) == 2 * len(valid_photos)
     tr = SRCrops(pairs['train'], 64, n=16)
     x, y = tr[0]
     assert x.shape == y.shape == (3, 64, 64)
+
+
+def test_small_holds_out_six_photos():
+    st = superres_settings(Config())
+    assert len(superres_pairs(Config(), st.data)['valid']) >= 6
+
+
+def test_keep_best_epoch_and_resume(tmp_path):
+    "The MSE training ends at the epoch with the best held-out PSNR outside the watermark, and a resumed run keeps it."
+    from dataclasses import replace
+    from torch import nn
+    from lessons_lib.core import seed_everything
+    from lessons_lib.srdata import eval_images
+    from lessons_lib.superres import train_generator
+    from lessons_lib.weights import load_checkpoint
+    cfg = Config(size='tiny', pretrained='off')
+    st = superres_settings(cfg)
+    pairs = superres_pairs(cfg, st.data)
+    ev = eval_images(pairs['valid'], st.data)
+    def run(cfg):
+        seed_everything(cfg)
+        gen = superres_generator(cfg, st.encoder, st.widths)
+        return gen, train_generator(gen, nn.MSELoss(), st.mse_stages, pairs, st, cfg, ckpt=tmp_path/'t.pth', meta={'k': 1},
+                                    held_out=ev, keep_best=True)
+    gen, learn = run(cfg)
+    hist = [float(v[-1]) for v in learn.recorder.values]
+    assert len(hist) == sum(s.epochs for s in st.mse_stages) and learn.heldout_history == dict(enumerate(hist))
+    assert hist[learn.best_epoch] == max(hist)
+    kept = load_checkpoint(tmp_path/'t_best.pth')
+    assert kept['history'] == learn.heldout_history
+    for k, v in gen.state_dict().items(): assert torch.equal(v.cpu(), kept['model'][k]), k
+    last = load_checkpoint(tmp_path/'t.pth')['model']           # the epoch checkpoint holds the last epoch, not the kept one
+    if learn.best_epoch != len(hist) - 1: assert any(not torch.equal(last[k], kept['model'][k]) for k in last)
+    gen2, learn2 = run(replace(cfg, resume=True))                 # complete: nothing to train, the same kept weights
+    assert learn2.best_epoch == learn.best_epoch
+    for k, v in gen.state_dict().items(): assert torch.equal(v, gen2.state_dict()[k]), k
 
 
 def test_whole_photo_inference_odd_sizes(tmp_path):
