@@ -36,7 +36,7 @@ class SRDataSettings:
     max_zoom: float | None = None  # course data: crops of 1/max_zoom to all of the shorter side, resized (else native crops)
     min_photo_side: int = 128      # photos smaller than this are skipped (at least the largest crop)
     wm_frac: float = 0.5           # share of the training crops placed over the watermark
-    augment: bool = True           # training crops flipped and turned by multiples of 90 degrees (8 versions of each)
+    augment: bool = False          # training crops also turned by multiples of 90 degrees (with the flip: 8 versions of each)
     align: int = 32                # native crops start on the JPEG colour-block grid (16 px, x2)
     valid_crops: int = 4           # validation crops per held-out photo
     eval_side: int | None = None   # evaluate at this shorter side (course: 256, the size trained at), else as stored

@@ -46,7 +46,7 @@ class SuperresSettings:
     encoder: str = 'handwritten_wide'   # lesson 1's ResNet, twice lesson 2's channels (full: the course's resnet34)
     widths: str = 'symmetric'           # decoder widths: lighter than fastai's (full: 'fastai', the course's)
     mse_stages: tuple = (Stage(128, 8, 8, 3e-3, pct_start=0.3, n_train=960),)    # 960 steps of pixel MSE on 128-px crops
-    feature_stages: tuple = (Stage(64, 8, 2, 2e-3, pct_start=0.3, n_train=600),)  # then 150 steps of feature loss on 64-px crops
+    feature_stages: tuple = (Stage(64, 8, 2, 5e-4, pct_start=0.3, n_train=600),)  # then 150 steps of feature loss on 64-px crops
     wd: float = 1e-3                    # the course's weight decay
     feature_from_mse: bool = True       # fine-tune the MSE generator with the feature loss (full: train afresh, as the course)
     lr_find_iters: int = 100            # fastai's default
