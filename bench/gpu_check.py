@@ -101,14 +101,14 @@ def lesson2(cfg, a, dev, new_meter):
     from fastai.vision.learner import unet_learner
     from fastai.losses import CrossEntropyLossFlat
     from torchvision.models import resnet34
-    from lessons_lib.core import use_bf16
+    from lessons_lib.core import amp_dtype
     from lessons_lib.segdata import seg_path, read_codes
     from lessons_lib.unet import unet_settings, unet_encoder_for, stage_dls, seg_learner, Unet
     st = unet_settings(cfg)
     path = seg_path(cfg); codes = read_codes(path); void = codes.index('Void')
     stage = st.stages[0]
     dls = stage_dls(st, path, dev)(stage)
-    ours = seg_learner(dls, Unet(unet_encoder_for(cfg, st), len(codes)).to(dev), len(codes), void, bf16=use_bf16(cfg, dev))
+    ours = seg_learner(dls, Unet(unet_encoder_for(cfg, st), len(codes)).to(dev), len(codes), void, amp=amp_dtype(cfg, dev))
     r_ours = fit_metered(ours, stage.lr, new_meter(), stage)
     stock = unet_learner(dls, resnet34, pretrained=False, n_out=len(codes), loss_func=CrossEntropyLossFlat(axis=1)).to_fp16()
     r_stock = fit_metered(stock, stage.lr, new_meter())
@@ -149,12 +149,12 @@ def lesson3(cfg, a, dev, new_meter):
     from fastai.vision.learner import unet_learner
     from fastai.layers import NormType
     from torchvision.models import resnet34
-    from lessons_lib.core import use_bf16
+    from lessons_lib.core import amp_dtype
     from lessons_lib.losses import feature_loss, vgg_features, COURSE_LAYER_IDS, COURSE_LAYER_WEIGHTS, COURSE_GRAM_WEIGHT
     from lessons_lib.superres import superres_generator, superres_learner
     st, pairs, stage, dls = _superres(cfg, dev)
     with feature_loss(cfg, dev) as fl:
-        ours = superres_learner(superres_generator(cfg, st.encoder, st.widths).to(dev), fl, dls, st, use_bf16(cfg, dev))
+        ours = superres_learner(superres_generator(cfg, st.encoder, st.widths).to(dev), fl, dls, st, amp_dtype(cfg, dev))
         r_ours = fit_metered(ours, stage.lr, new_meter(), stage)
     course_fl = CourseFeatureLoss(vgg_features(cfg).to(dev).eval().requires_grad_(False), COURSE_LAYER_IDS, COURSE_LAYER_WEIGHTS, COURSE_GRAM_WEIGHT)
     stock = unet_learner(dls, resnet34, pretrained=False, n_out=3, blur=True, norm_type=NormType.Weight, self_attention=True,
@@ -217,13 +217,13 @@ def lesson5(cfg, a, dev, new_meter):
 
 def lesson1(cfg, a, dev):
     "One full epoch of lesson 1's ResNet at `full` on the embedded digits: seconds and accuracy."
-    from lessons_lib.core import use_bf16
+    from lessons_lib.core import amp_dtype
     from lessons_lib.mnist import mnist_dls
     from lessons_lib.resnet import resnet_settings, make_model
     from lessons_lib.train import train_classifier, precision_cbs
     st = resnet_settings(cfg)
     dls = mnist_dls(cfg, bs=st.bs, pad=st.pad, step=st.step)
-    learn = train_classifier(make_model(st).to(dev), dls, 1, st.resnet_lr, wd=st.wd, cbs=precision_cbs(use_bf16(cfg, dev)))
+    learn = train_classifier(make_model(st).to(dev), dls, 1, st.resnet_lr, wd=st.wd, cbs=precision_cbs(amp_dtype(cfg, dev)))
     return dict(seconds=learn.seconds, accuracy=float(learn.validate()[1]), n_train=len(dls.train_ds), bs=st.bs)
 
 

@@ -40,8 +40,8 @@ def main(argv=None):
     dls = seg_dls(path, stage.size, stage.bs)
     encoder = unet_encoder(us.encoder, cfg)     # weights do not change the speed
     bf16 = use_bf16(cfg, dls.device) if a.precision == 'auto' else a.precision == 'bf16'
-    learners = {'handwritten': seg_learner(dls, Unet(encoder, len(codes)), len(codes), void, bf16=bf16),
-                'DynamicUnet': dynamic_unet_learner(dls, encoder, len(codes), void, bf16=bf16)}
+    learners = {'handwritten': seg_learner(dls, Unet(encoder, len(codes)), len(codes), void, amp=bf16),
+                'DynamicUnet': dynamic_unet_learner(dls, encoder, len(codes), void, amp=bf16)}
     print(f"precision: {'bfloat16' if any(isinstance(cb, BF16Autocast) for cb in learners['handwritten'].cbs) else 'float32'} "
           f"(bf16_is_fast: {bf16_is_fast(dls.device)}), batch {stage.bs}")
     batches = [b for _, b in zip(range(a.batches), dls.train)]

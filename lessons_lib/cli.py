@@ -11,7 +11,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from .hardware import configure_threads
 configure_threads()     # before torch loads OpenMP; `lesson7`'s kernels and `lessons-nb`'s inherit the setting (see 00i_hardware)
-from .core import CHOICES, Config, ConfigError, LessonsError, get_config, config_env, lesson_dir, save_json, atomic_write
+from .core import CHOICES, Config, ConfigError, LessonsError, get_config, config_env, lesson_dir, save_json, atomic_write, \
+    is_main_process, n_processes
 
 # %% auto #0
 __all__ = ['LESSONS', 'FINGERPRINT_KEY', 'repo_root', 'nbs_dir', 'available_lessons', 'is_progress_output', 'strip_progress',
@@ -137,7 +138,7 @@ def execute_notebook(src, dest=None, cfg: Config | None = None, log=print, timeo
         err = CellError(src, idx, getattr(e, 'ename', type(e).__name__), getattr(e, 'evalue', str(e)), _ANSI.sub('', getattr(e, 'traceback', '') or str(e)))
     finally:
         klog.close(); shutil.rmtree(sock, ignore_errors=True)
-        if dest is not None:
+        if dest is not None and is_main_process():            # (one executed notebook per run, rank 0's)
             strip_progress(nb)
             atomic_write(dest, lambda p: nbformat.write(nb, str(p)))
     if err is not None: raise err
@@ -164,6 +165,7 @@ def execute_lesson(name, cfg: Config, log=print) -> dict:
     nb = nbs_dir()/LESSONS[name]
     t0 = time.perf_counter()
     execute_notebook(nb, d/nb.name, cfg, log=log)
+    if not is_main_process(): return dict(seconds=round(time.perf_counter() - t0, 1), notebook=str(d/nb.name))   # rank 0 writes them
     f = d/'metrics.json'
     if not f.is_file(): raise LessonsError(f"the notebook {nb.name} ran but wrote no {f}; see {d/nb.name}")
     metrics = {**json.loads(f.read_text()), 'seconds': round(time.perf_counter() - t0, 1), 'notebook': str(d/nb.name)}
@@ -219,6 +221,9 @@ def main(argv=None):
     if a.image and a.lesson != 'superres': p.error('--image is only for the superres lesson')
     names = available_lessons() if a.lesson == 'all' else [a.lesson]
     log = lambda s: print(s, flush=True)
+    if n_processes() > 1:          # started by torchrun / accelerate launch: rank 0 speaks for all
+        if is_main_process(): log(f'lesson7: training on {n_processes()} processes (this one is rank 0; it writes the outputs)')
+        else: log = lambda s: None
     current = None
     try:
         if a.image:
@@ -230,7 +235,7 @@ def main(argv=None):
             log(f'lesson7: running {n} (size={cfg.size}, data={cfg.data}{", resume" if cfg.resume else ""}) into {current}')
             m = execute_lesson(n, cfg, log=log)
             log(f'lesson7: {n} done in {m["seconds"]} s; metrics in {current/"metrics.json"}, notebook in {m["notebook"]}')
-        if a.lesson == 'all': log(f'lesson7: report in {write_report(current.parent, names)}')
+        if a.lesson == 'all' and is_main_process(): log(f'lesson7: report in {write_report(current.parent, names)}')
     except LessonsError as e:
         print(f'lesson7: error: {e}', file=sys.stderr); sys.exit(1)
     except CellError as e:
@@ -330,3 +335,7 @@ def nb_main(argv=None):
         try: refresh_notebook(nb, log=lambda s: print(s, flush=True))
         except CellError as e: print(f'{e.traceback}\nlessons-nb: {e}', file=sys.stderr); sys.exit(1)
         print(f'lessons-nb: {nb} refreshed in {time.perf_counter() - t0:.0f} s', flush=True)
+
+# %% ../nbs/00h_cli.ipynb #0705ca5e
+if __name__ == '__main__' and '__file__' in globals():   # `python -m lessons_lib.cli`, as `torchrun -m` and `accelerate launch -m` start it
+    main()                                              # (a notebook's kernel has no `__file__`: not run here)

@@ -17,8 +17,9 @@ from .hardware import channels_last_pays, cpu_model, CHANNELS_LAST_MIN_WIDTH, US
 
 # %% auto #0
 __all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'LessonsError', 'ConfigError', 'available_devices', 'Config', 'get_config',
-           'config_env', 'pick', 'get_device', 'bf16_is_fast', 'use_bf16', 'seed_everything', 'atomic_write',
-           'save_json', 'save_figure', 'default_out', 'lesson_dir', 'hardware_used', 'save_metrics']
+           'config_env', 'pick', 'process_rank', 'n_processes', 'is_main_process', 'get_device', 'bf16_is_fast',
+           'use_bf16', 'amp_dtype', 'loader_kwargs', 'loop_amp_dtype', 'seed_everything', 'atomic_write', 'save_json',
+           'save_figure', 'default_out', 'lesson_dir', 'hardware_used', 'save_metrics']
 
 # %% ../nbs/00_core.ipynb #9535834c
 class LessonsError(Exception):
@@ -116,10 +117,24 @@ def pick(cfg: Config, **by_size):
     return by_size[cfg.size]
 
 # %% ../nbs/00_core.ipynb #790e05c7
+def process_rank() -> int:
+    "This process's rank among the processes of a distributed run (`RANK`, set by `torchrun` and `accelerate launch`); 0 when alone."
+    return int(os.environ.get('RANK', 0))
+
+def n_processes() -> int:
+    "How many processes train together (`WORLD_SIZE`, set by `torchrun` and `accelerate launch`); 1 when alone."
+    return int(os.environ.get('WORLD_SIZE', 1))
+
+def is_main_process() -> bool:
+    "Whether this process writes the lesson's files: rank 0 (the others train beside it and write nothing)."
+    return process_rank() == 0
+
 def get_device(cfg: Config) -> torch.device:
-    "The torch device for `cfg`: with 'auto', CUDA if present, then Apple's MPS, then the CPU."
+    "The torch device for `cfg`: with 'auto', CUDA if present (this process's own GPU in a distributed run), then Apple's MPS, then the CPU."
+    local = int(os.environ.get('LOCAL_RANK', 0))
+    if cfg.device == 'cuda' and n_processes() > 1: return torch.device('cuda', local)
     if cfg.device != 'auto': return torch.device(cfg.device)
-    if torch.cuda.is_available(): return torch.device('cuda')
+    if torch.cuda.is_available(): return torch.device('cuda', local) if n_processes() > 1 else torch.device('cuda')
     if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
@@ -134,6 +149,23 @@ def use_bf16(cfg: Config, device=None) -> bool:
     "Whether the lessons train in bfloat16 autocast on `device` (default `get_device(cfg)`): `cfg.bf16`, with auto meaning where it is fast."
     if cfg.bf16 != 'auto': return cfg.bf16 == 'on'
     return bf16_is_fast(device if device is not None else get_device(cfg))
+
+def amp_dtype(cfg: Config, device=None):
+    "The mixed precision every training of the lessons uses on `device`: bfloat16 where `use_bf16`; else float16 (with loss scaling) on a CUDA GPU, unless `bf16=off`; else None (float32)."
+    device = torch.device(device) if device is not None else get_device(cfg)
+    if use_bf16(cfg, device): return torch.bfloat16
+    if device.type == 'cuda' and cfg.bf16 == 'auto': return torch.float16
+    return None
+
+def loader_kwargs(device) -> dict:
+    "How the lessons' data loaders feed `device`: on a CUDA GPU worker processes (up to 4, one per CPU) and pinned memory, so that the next batch is made and copied while the GPU trains; on a CPU neither (its cores are training)."
+    cuda = device is not None and torch.device(device).type == 'cuda'
+    return dict(num_workers=min(4, os.cpu_count() or 1) if cuda else 0, pin_memory=cuda)
+
+def loop_amp_dtype(cfg: Config, device=None):
+    "The mixed precision of lessons 4 and 5's GAN trainings (their hand-written loops, the critic): `amp_dtype` on a GPU; float32 on a CPU, where their settings and stored results were measured."
+    device = torch.device(device) if device is not None else get_device(cfg)
+    return amp_dtype(cfg, device) if device.type == 'cuda' else None
 
 def seed_everything(cfg: Config):
     "Seed python, numpy and torch from `cfg.seed` (fastai's `set_seed`)."
@@ -158,15 +190,17 @@ def atomic_write(path, write_fn):
     return path
 
 def save_json(obj, path):
-    "Write `obj` as indented JSON to `path`, atomically."
+    "Write `obj` as indented JSON to `path`, atomically (in a distributed run, only the main process writes)."
+    if not is_main_process(): return Path(path)
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + '\n'))
 
 def save_figure(fig, path, close=True):
     "Save matplotlib `fig` as a PNG at `path` (80 dpi, tight), atomically; close it, or leave it open to be shown in the notebook."
     import matplotlib.pyplot as plt
-    try: return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight'))
+    try: return atomic_write(path, lambda p: fig.savefig(p, format='png', dpi=80, bbox_inches='tight')) if is_main_process() else Path(path)
     finally:
         if close: plt.close(fig)
+
 
 # %% ../nbs/00_core.ipynb #e5a0d7c4
 def default_out() -> Path:
@@ -191,13 +225,16 @@ def lesson_dir(cfg: Config, lesson: str) -> Path:
     probe = d/f'.write-test-{os.getpid()}'
     try: probe.write_bytes(b''); probe.unlink()
     except OSError as e: raise LessonsError(f"output folder {d} is not writable ({e.strerror}); choose another --out") from None
-    for p in _stale_temps(d): p.unlink(missing_ok=True)
+    if is_main_process():                 # (the other processes of a distributed run write nothing, and clear nothing rank 0 writes)
+        for p in _stale_temps(d): p.unlink(missing_ok=True)
     return d
 
 def hardware_used(cfg: Config) -> dict:
-    "How the lessons ran on this machine: the device, the CPU model, bfloat16 or not, the width from which convolutional models train channels-last (None: never here), CPU threads, OpenMP's wait settings."
+    "How the lessons ran on this machine: the device, the CPU model, bfloat16 or not, the mixed precision (`amp_dtype`), the processes training together, the width from which convolutional models train channels-last (None: never here), CPU threads, OpenMP's wait settings."
     dev = get_device(cfg)
-    return dict(device=str(dev), cpu=cpu_model(), bf16=use_bf16(cfg, dev), channels_last_min_width=CHANNELS_LAST_MIN_WIDTH if channels_last_pays(dev) else None,
+    amp = amp_dtype(cfg, dev)
+    return dict(device=str(dev), cpu=cpu_model(), bf16=use_bf16(cfg, dev), precision=str(amp or torch.float32).removeprefix('torch.'),
+                processes=n_processes(), channels_last_min_width=CHANNELS_LAST_MIN_WIDTH if channels_last_pays(dev) else None,
                 cpu_threads=torch.get_num_threads(),
                 **{k: os.environ[k] for k in USER_THREAD_KEYS if k in os.environ})
 

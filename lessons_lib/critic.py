@@ -17,7 +17,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import LessonsError
 from .weights import ImageNetNorm
 from .layers import conv_layer, leaky_relu, DenseBlock, SelfAttention
-from .train import Stage, fit_stages
+from .train import Stage, fit_stages, precision_cbs
 
 # %% auto #0
 __all__ = ['patch_critic', 'expand_target', 'critic_loss', 'critic_accuracy', 'image_tiles', 'CriticTiles', 'show_tile_pairs',
@@ -98,14 +98,14 @@ def show_tile_pairs(ds, n=6, seed=0):
     return fig
 
 # %% ../nbs/04a_critic.ipynb #a3e8215a
-def pretrain_critic(critic, train_ds, valid_ds, epochs, lr=1e-3, bs=32, device=None, ckpt=None, resume=False, meta=None):
-    "Train `critic` on real-vs-generated tiles with one cycle (the course's critic pretraining), checkpointing each epoch; return the `Learner`."
+def pretrain_critic(critic, train_ds, valid_ds, epochs, lr=1e-3, bs=32, device=None, ckpt=None, resume=False, meta=None, amp=None):
+    "Train `critic` on real-vs-generated tiles with one cycle (the course's critic pretraining), checkpointing each epoch, in mixed precision `amp`; return the `Learner`."
     from fastai.data.core import DataLoaders
     from fastai.learner import Learner
     dls = DataLoaders.from_dsets(train_ds, valid_ds, bs=bs, shuffle=True, num_workers=0, device=device)
     if len(dls.train) == 0:
         raise LessonsError(f"the critic has {len(train_ds)} training tiles, fewer than one batch of {bs}: use more photos or a smaller batch")
-    learn = Learner(dls, critic, loss_func=critic_loss, metrics=critic_accuracy, wd=1e-3)
+    learn = Learner(dls, critic, loss_func=critic_loss, metrics=critic_accuracy, wd=1e-3, cbs=precision_cbs(amp))
     learn.seconds = sum(fit_stages(learn, [Stage(None, bs, epochs, lr)], ckpt=ckpt, resume=resume, meta=meta, name='critic'))
     return learn
 

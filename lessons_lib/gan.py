@@ -15,9 +15,9 @@ from torch import nn
 from PIL import Image
 from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
-from .core import Config, pick, get_device, seed_everything, atomic_write
+from .core import Config, pick, get_device, seed_everything, atomic_write, loop_amp_dtype
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
-from .train import Stage, checkpoint_meta, load_parts
+from .train import Stage, checkpoint_meta, load_parts, AmpStep
 from .losses import imagenet_mse, feature_loss
 from .critic import patch_critic, critic_loss, critic_accuracy
 from .srdata import superres_dls, open_rgb
@@ -139,8 +139,9 @@ def _set_trainable(model, flag):
 class GANLoop:
     "An explicit GAN training loop: adaptive switching, two Adam optimizers, per-epoch atomic checkpoints and sample grids."
     def __init__(self, gen, critic, pixel_loss, lr=1e-4, critic_lr_mult=5., weights=(1., 50.), betas=(0., 0.99),
-                 switcher=None, seed=42, meta=None):
+                 switcher=None, seed=42, meta=None, amp=None):
         self.gen, self.critic, self.pixel_loss, self.weights, self.seed = gen, critic, pixel_loss, weights, seed
+        self.amp = amp or AmpStep()                      # mixed precision (`train.AmpStep`; default float32)
         self.critic_lr_mult = critic_lr_mult
         self.switcher = switcher or AdaptiveSwitcher()
         self.opt_gen = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
@@ -163,17 +164,18 @@ class GANLoop:
     def critic_step(self, x, y):
         "Train the critic for one batch of inputs `x` and targets `y`; return its loss."
         _set_trainable(self.critic, True)
-        with torch.no_grad(): fake = self.gen(x)
-        loss = gan_critic_loss(self.critic(y), self.critic(fake))
-        self.opt_critic.zero_grad(); loss.backward(); self.opt_critic.step()
+        with torch.no_grad(), self.amp.autocast(): fake = self.gen(x)
+        with self.amp.autocast(): loss = gan_critic_loss(self.critic(y), self.critic(fake))
+        self.amp.step(loss, self.opt_critic)
         return loss.item()
 
     def gen_step(self, x, y):
         "Train the generator for one batch against the frozen critic; return its loss."
         _set_trainable(self.critic, False)
-        fake = self.gen(x)
-        loss = gan_generator_loss(self.critic(fake), fake, y, self.pixel_loss, self.weights)
-        self.opt_gen.zero_grad(); loss.backward(); self.opt_gen.step()
+        with self.amp.autocast():
+            fake = self.gen(x)
+            loss = gan_generator_loss(self.critic(fake), fake.float(), y, self.pixel_loss, self.weights)
+        self.amp.step(loss, self.opt_gen)
         _set_trainable(self.critic, True)
         return loss.item()
 
@@ -261,7 +263,8 @@ def gan_loop(gen, critic, cfg: Config, gs: GanSettings, kind='nogan') -> GANLoop
                 content=gs.content, generator=dict(getattr(gen, 'arch', {})))
     dev = next(gen.parameters()).device
     return GANLoop(gen, critic, content_loss(gs.content, cfg, dev), lr=gs.gan_stages[0].lr, critic_lr_mult=gs.critic_lr_mult,
-                   weights=gs.weights, betas=gs.betas, switcher=AdaptiveSwitcher(gs.critic_thresh), seed=cfg.seed, meta=meta)
+                   weights=gs.weights, betas=gs.betas, switcher=AdaptiveSwitcher(gs.critic_thresh), seed=cfg.seed, meta=meta,
+                   amp=AmpStep(loop_amp_dtype(cfg, dev), dev))
 
 def fit_gan(loop: GANLoop, stages, pairs: dict, st: SuperresSettings, ckpt=None, after_epoch=(), after_batch=(), budget_s=None) -> GANLoop:
     "Run `loop` through `stages` (epochs counted across them, so a resumed loop skips what it did), with lesson 3's crops."

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from fastai.learner import Metric
 
 # %% auto #0
-__all__ = ['acc_nonvoid', 'seg_confusion', 'miou_from_confusion', 'ConfusionMetric', 'seg_metrics', 'psnr', 'gaussian_window',
-           'ssim_map', 'ssim', 'luminance', 'gradient_energy', 'sharpness_ratio', 'box_mask', 'region_psnr',
-           'region_ssim', 'blockiness']
+__all__ = ['acc_nonvoid', 'seg_confusion', 'miou_from_confusion', 'sum_over_processes', 'ConfusionMetric', 'seg_metrics', 'psnr',
+           'gaussian_window', 'ssim_map', 'ssim', 'luminance', 'gradient_energy', 'sharpness_ratio', 'box_mask',
+           'region_psnr', 'region_ssim', 'blockiness']
 
 # %% ../nbs/00f_metrics.ipynb #56160b01
 def acc_nonvoid(inp, targ, void_code=None):
@@ -38,14 +38,25 @@ def miou_from_confusion(cm, void_code=None) -> float:
     return (inter[keep] / union[keep]).mean().item() if keep.any() else float('nan')
 
 # %% ../nbs/00f_metrics.ipynb #77324e96
+def sum_over_processes(t: torch.Tensor) -> torch.Tensor:
+    "`t` summed over the processes of a distributed run (every process gets the sum); alone, `t`."
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2: return t
+    dev = torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else t.device   # NCCL reduces on the GPU
+    s = t.to(dev).clone(); dist.all_reduce(s)
+    return s.to(t.device)
+
 class ConfusionMetric(Metric):
-    "A fastai metric computed by `fn(confusion_matrix)` over the whole validation set."
+    "A fastai metric computed by `fn(confusion_matrix)` over the whole validation set (its matrix summed over the processes of a distributed run)."
     def __init__(self, name, fn, n_classes, void_code=None): self._name, self.fn, self.n, self.void = name, fn, n_classes, void_code
-    def reset(self): self.cm = torch.zeros(self.n, self.n, dtype=torch.long)
+    def reset(self): self.cm, self.shared, self.total = torch.zeros(self.n, self.n, dtype=torch.long), False, None
     def accumulate(self, learn):
         self.cm += seg_confusion(learn.pred.argmax(dim=1), learn.y, self.n, self.void).cpu()
+        self.shared, self.total = getattr(getattr(learn, 'dl', None), 'world_size', 1) > 1, None    # fastai's `DistributedDL`: a share of the batches
     @property
-    def value(self): return self.fn(self.cm)
+    def value(self):
+        if self.total is None: self.total = sum_over_processes(self.cm) if self.shared else self.cm
+        return self.fn(self.total)
     @property
     def name(self): return self._name
 

@@ -14,7 +14,7 @@ from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.all import (DataBlock, DataLoaders, TransformBlock, CategoryBlock, TensorImage, TensorImageBW,
                                RandTransform, get_image_files, GrandparentSplitter, parent_label, Normalize, IntToFloatTensor)
-from .core import Config, get_config, get_device
+from .core import Config, get_config, get_device, loader_kwargs
 from .data import mnist_path
 
 # %% auto #0
@@ -64,4 +64,4 @@ def mnist_dls(cfg: Config, bs=128, pad=2, path=None, step=1, **kwargs) -> DataLo
                        get_items=_every(step), get_y=parent_label,
                        splitter=GrandparentSplitter(train_name='training', valid_name='testing'),
                        batch_tfms=[RandomShift(pad), Normalize.from_stats(*stats, cuda=False)])
-    return dblock.dataloaders(path, bs=bs, device=get_device(cfg), **{'num_workers': 0, **kwargs})
+    return dblock.dataloaders(path, bs=bs, device=get_device(cfg), **{**loader_kwargs(get_device(cfg)), **kwargs})

@@ -14,7 +14,7 @@ from PIL import Image
 import torch
 from fastai.torch_core import TensorImage, TensorMask
 from fastprogress.fastprogress import progress_bar
-from .core import Config, LessonsError, get_config
+from .core import Config, LessonsError, get_config, loader_kwargs
 from .weights import IMAGENET_MEAN, IMAGENET_STD
 from .data import materialize, mnist_path, course_data, cache_dir
 
@@ -191,9 +191,10 @@ class SegPairs:
     def image(self, f): "The image of file `f` as a `TensorImage`."; return TensorImage(self.images[f])
     def mask(self, f): "The mask in label file `f` as a `TensorMask`."; return TensorMask(self.masks[f])
 
-def seg_dls(path, size=None, bs=16, aug=False, num_workers=0, device=None, in_memory=None):
+def seg_dls(path, size=None, bs=16, aug=False, num_workers=None, device=None, in_memory=None):
     "Checked `DataLoaders` of the CamVid-layout `path` via `seg_datablock`; `in_memory` (None: if `size` is None) decodes once with `SegPairs`."
     if in_memory is None: in_memory = size is None
     if in_memory: pairs = SegPairs(path)                        # checks each pair as it decodes it
     else: pairs = None; check_seg_folder(path)
-    return seg_datablock(path, size, aug, pairs).dataloaders(path, bs=bs, num_workers=num_workers, device=device)
+    kw = {**loader_kwargs(device), **({} if num_workers is None else {'num_workers': num_workers})}   # (None: as the device wants)
+    return seg_datablock(path, size, aug, pairs).dataloaders(path, bs=bs, device=device, **kw)

@@ -87,7 +87,7 @@ class SRCrops(torch.utils.data.Dataset):
         self.augment = augment and train
         self.n = n or len(self.pairs) * (1 if train else crops_per_photo)
         self.rng, self.seed, self.cpp = random.Random(seed), seed, crops_per_photo
-        self._cache = {} if len(self.pairs) <= 1024 else None     # the embedded photos' 400 pairs take about 300 MB
+        self._cache = {} if len(self.pairs) <= 1024 else None     # decoded: the embedded photos' 112 training pairs take 88 MB
 
     def __len__(self): return self.n
 

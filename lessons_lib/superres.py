@@ -19,7 +19,7 @@ from fastai.learner import Learner
 from fastai.metrics import AvgMetric
 from fastai.learner import Metric
 from fastai.callback.core import Callback
-from .core import Config, LessonsError, get_config, pick, get_device, lesson_dir, use_bf16, atomic_write
+from .core import Config, LessonsError, get_config, pick, get_device, lesson_dir, use_bf16, amp_dtype, atomic_write
 from .train import fit_stages, CheckpointCallback, check_meta
 from .weights import save_checkpoint, load_checkpoint, load_weights, ImageNetNorm, CheckpointError
 from .train import Stage, precision_cbs
@@ -181,10 +181,10 @@ def jobs_table(res: dict):
 # %% ../nbs/03_superres.ipynb #21c5d4df
 def psnr_metric(pred, targ): return psnr(pred.clamp(0, 1), targ)
 
-def superres_learner(gen: ResidualGenerator, loss_func, dls, st: SuperresSettings, bf16=False, metrics=()) -> Learner:
+def superres_learner(gen: ResidualGenerator, loss_func, dls, st: SuperresSettings, amp=None, metrics=()) -> Learner:
     "A fastai `Learner` training `gen` with `loss_func` (encoder and decoder as two groups), reporting the crops' PSNR each epoch."
     return Learner(dls, gen, loss_func=loss_func, wd=st.wd, splitter=generator_splitter,
-                   metrics=[AvgMetric(psnr_metric), *metrics], cbs=precision_cbs(bf16))
+                   metrics=[AvgMetric(psnr_metric), *metrics], cbs=precision_cbs(amp))
 
 class HeldOutPSNR(Metric):
     "fastai metric: the generator's mean PSNR outside the watermark on the whole held-out photos `images` (`eval_images`), each epoch."
@@ -203,26 +203,27 @@ class HeldOutPSNR(Metric):
 class KeepBest(Callback):
     "Keep the weights of the epoch with the highest metric `monitor`, in memory and at `path` (so a resumed run keeps them); `history`: every epoch's value."
     order = 59                      # before `CheckpointCallback` (60): the best is saved before the epoch counts as done
-    def __init__(self, monitor, stage_epochs, path=None, meta=None):
-        self.monitor, self.stage_epochs, self.path, self.meta = monitor, list(stage_epochs), Path(path) if path else None, dict(meta or {})
-        self.history, self.best_state, self.fits, self.validated = {}, None, 0, False
+    def __init__(self, monitor, path=None, meta=None, resume=False):
+        self.monitor, self.path, self.meta, self.resuming = monitor, Path(path) if path else None, dict(meta or {}), resume
+        self.history, self.best_state, self.validated, self.was_read = {}, None, False, False
 
-    def resume(self):
-        "Read back what an interrupted run kept (its settings must be this run's)."
-        if self.path is None or not self.path.is_file(): return self
+    def read_back(self):
+        "With `resume`, once: what an interrupted run kept (its settings must be this run's), read at the first fit or after `fit_stages`."
+        # lazily: `fit_stages` checks the run's own checkpoint first, so a foreign run is refused by that one
+        if self.was_read: return self
+        self.was_read = True
+        if not self.resuming or self.path is None or not self.path.is_file(): return self
         ck = load_checkpoint(self.path)
         check_meta(self.path, ck.get('meta', {}), self.meta)
         self.history, self.best_state = {int(k): v for k, v in ck['history'].items()}, ck['model']
         return self
 
-    def before_fit(self): self.fits += 1
+    def before_fit(self): self.read_back()
     def after_validate(self): self.validated = True
     def after_epoch(self):
         if not self.validated: return               # an epoch a resumed run skipped
         self.validated = False
-        ck = next((c for c in self.learn.cbs if isinstance(c, CheckpointCallback)), None)
-        stage = ck.stage if ck is not None else self.fits - 1
-        epoch = sum(self.stage_epochs[:stage]) + self.epoch
+        epoch = self.learn.epochs_before + self.epoch   # counted over all stages (`fit_stages` sets the epochs before this stage)
         self.history[epoch] = v = float(self.learn.final_record[list(self.recorder.metric_names[1:]).index(self.monitor)])
         if v >= max(self.history.values()):
             self.best_state = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
@@ -238,16 +239,16 @@ def train_generator(gen, loss_func, stages, pairs, st: SuperresSettings, cfg: Co
     dev = get_device(cfg)
     make_dls = lambda stage: superres_dls(pairs, stage, st.data, cfg.seed, dev)
     metrics = [*metrics, *([HeldOutPSNR(held_out)] if held_out else [])]
-    learn = superres_learner(gen.to(dev), loss_func, make_dls(stages[0]), st, use_bf16(cfg, dev), metrics)
+    learn = superres_learner(gen.to(dev), loss_func, make_dls(stages[0]), st, amp_dtype(cfg, dev), metrics)
     kb = None
     if keep_best and held_out:
         best_path = Path(ckpt).with_name(Path(ckpt).stem + '_best.pth') if ckpt else None
         if best_path and not cfg.resume: best_path.unlink(missing_ok=True)
-        kb = KeepBest('heldout_psnr_out', [s.epochs for s in stages], best_path, meta).resume()
+        kb = KeepBest('heldout_psnr_out', best_path, meta, resume=cfg.resume)
         learn.add_cb(kb)
     learn.seconds = sum(fit_stages(learn, stages, make_dls, ckpt=ckpt, resume=cfg.resume, meta=meta, pretrained=gen.is_pretrained, name=name))
     if kb is not None:
-        learn.remove_cb(kb)
+        learn.remove_cb(kb.read_back())             # (a resumed complete run fits nothing: what it kept is read here)
         if kb.best_state is not None:
             kb.load_best(gen)
             learn.best_epoch, learn.heldout_history = kb.best_epoch, dict(kb.history)
@@ -265,15 +266,14 @@ def epoch_table(learn) -> dict:
 def training_curves(table: dict, bicubic_out: float, best_epoch=None):
     "Figure: an `epoch_table`'s training and validation loss per epoch, and its `heldout_psnr_out` against `bicubic_out`, `best_epoch` marked."
     import matplotlib.pyplot as plt
-    names = list(table)
-    vals = np.array([table[n] for n in names]).T
-    ep = np.arange(1, len(vals) + 1)
+    ep = np.arange(1, len(table['train_loss']) + 1)
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a0.plot(ep, vals[:, names.index('train_loss')], 'o-', label='training crops'); a0.plot(ep, vals[:, names.index('valid_loss')], 'o-', label='held-out crops')
+    a0.plot(ep, table['train_loss'], 'o-', label='training crops'); a0.plot(ep, table['valid_loss'], 'o-', label='held-out crops')
     a0.set(xlabel='epoch', ylabel='loss', title='loss'); a0.legend()
     a1.axhline(bicubic_out, ls='--', c='gray', label='bicubic')
-    if 'heldout_psnr_out' in names: a1.plot(ep, vals[:, names.index('heldout_psnr_out')], 'o-', label='generator')   # (no held-out photos: not measured)
-    if best_epoch is not None and 'heldout_psnr_out' in names: a1.plot([best_epoch + 1], [vals[best_epoch, names.index('heldout_psnr_out')]], 'r*', ms=14, label='kept')
+    held = table.get('heldout_psnr_out')                     # (no held-out photos: not measured)
+    if held is not None: a1.plot(ep, held, 'o-', label='generator')
+    if held is not None and best_epoch is not None: a1.plot([best_epoch + 1], [held[best_epoch]], 'r*', ms=14, label='kept')
     a1.set(xlabel='epoch', ylabel='dB', title='held-out photos, outside the watermark'); a1.legend()
     fig.tight_layout()
     return fig

@@ -6,7 +6,7 @@ Docs: https://lessons-lib.github.io/lessons_lib/train.html.md"""
 
 # %% ../nbs/00e_train.ipynb #d0b1c2d4
 from __future__ import annotations
-import random, time
+import contextlib, os, random, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -18,14 +18,14 @@ from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.callback.schedule import fit_one_cycle   # noqa: F401 (patches Learner)
-from .core import Config, seed_everything
+from .core import Config, seed_everything, n_processes
 from .hardware import channels_last_pays
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
 
 # %% auto #0
-__all__ = ['Stage', 'lr_arg', 'fused_adam', 'BF16Autocast', 'precision_cbs', 'rng_state', 'set_rng_state', 'CheckpointCallback',
-           'check_meta', 'load_parts', 'fit_stages', 'n_params', 'reseed', 'checkpoint_meta', 'train_classifier',
-           'history']
+__all__ = ['Stage', 'lr_arg', 'fused_adam', 'BF16Autocast', 'precision_cbs', 'AmpStep', 'rng_state', 'set_rng_state',
+           'CheckpointCallback', 'across_processes', 'as_one_process', 'CountBatches', 'gather_counts', 'check_meta',
+           'load_parts', 'fit_stages', 'n_params', 'reseed', 'checkpoint_meta', 'train_classifier', 'history']
 
 # %% ../nbs/00e_train.ipynb #d0b1c2d8
 @dataclass(frozen=True)
@@ -64,9 +64,31 @@ class BF16Autocast(Callback):
     def _close(self):
         if self.autocast is not None: self.autocast.__exit__(None, None, None); self.autocast = None
 
-def precision_cbs(bf16: bool, cbs=None) -> list:
-    "`cbs` plus a `BF16Autocast` if `bf16` (see `core.use_bf16`)."
-    return ([BF16Autocast()] if bf16 else []) + list(cbs or [])
+def precision_cbs(amp, cbs=None) -> list:
+    "`cbs` plus the callback of mixed precision `amp` (`core.amp_dtype`): `BF16Autocast` for bfloat16 (or True), fastai's `MixedPrecision` (loss scaling) for float16."
+    if amp is torch.float16:
+        from fastai.callback.fp16 import MixedPrecision
+        return [MixedPrecision()] + list(cbs or [])
+    return ([BF16Autocast()] if amp else []) + list(cbs or [])
+
+class AmpStep:
+    "Mixed precision for a hand-written loop: `with amp.autocast(): loss = ...` in `dtype` (None: float32), then `amp.step(loss, opt)`; float16 scales the loss (a `GradScaler`)."
+    def __init__(self, dtype=None, device='cpu'):
+        self.dtype, self.device = dtype, torch.device(device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if dtype is torch.float16 else None
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
+    def backward(self, loss, **kwargs):
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward(**kwargs)
+    def step(self, loss, opt):
+        "Zero `opt`'s gradients, backpropagate `loss`, step `opt` (skipped by the scaler when float16 overflowed)."
+        opt.zero_grad(); self.backward(loss)
+        if self.scaler is None: opt.step()
+        else: self.scaler.step(opt); self.scaler.update()
+    def scale_factor(self) -> float: return self.scaler.get_scale() if self.scaler is not None else 1.
+    def state_dict(self): return self.scaler.state_dict() if self.scaler is not None else {}
+    def load_state_dict(self, sd):
+        if self.scaler is not None and sd: self.scaler.load_state_dict(sd)
 
 # %% ../nbs/00e_train.ipynb #d0b1c2e0
 def rng_state(dl=None) -> dict:
@@ -134,6 +156,53 @@ class CheckpointCallback(Callback):
                                            smooth=(rec.smooth_loss.count, rec.smooth_loss.val)),
                              seconds=self.seconds)), self.path)
 
+# %% ../nbs/00e_train.ipynb #dist0002
+@contextlib.contextmanager
+def across_processes(learn: Learner):
+    "Train `learn` with every process of a distributed run (fastai's `distrib_ctx`: DDP, a share of the batches each); alone, as it is."
+    if n_processes() < 2: yield learn; return
+    from fastai.distributed import DistributedTrainer, DistributedDL   # (needs `accelerate`)
+
+    class _DL(DistributedDL):
+        def _broadcast(self, t, rank):          # fastai's moves the batch order to CUDA for NCCL; gloo (CPU processes) keeps it here
+            import torch.distributed as dist
+            t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+            dist.broadcast(t, rank)
+            return t.cpu().tolist()
+
+    class _Trainer(DistributedTrainer):
+        def _wrap_dl(self, dl): return dl if isinstance(dl, DistributedDL) else _DL(dl, device=self.learn.model.device)
+
+    dev = next(learn.model.parameters()).device
+    trainer = _Trainer(sync_bn=dev.type == 'cuda', cpu=dev.type == 'cpu')    # what `Learner.distrib_ctx` adds (synchronised batch norm needs CUDA)
+    learn.add_cb(trainer)
+    try: yield learn
+    finally: learn.remove_cb(trainer)
+
+@contextlib.contextmanager
+def as_one_process():
+    "Run fastai code that saves the model and reloads it (`lr_find`) in each process of a distributed run on its own; alone, nothing changes."
+    rank = os.environ.get('RANK')       # fastai saves only on rank 0 but reloads (behind a barrier) wherever the file is: rank 0
+    if n_processes() < 2 or rank in (None, '0'): yield; return      # would wait for the others forever. With the rank hidden,
+    os.environ['RANK'] = '0'                                         # each process saves and reloads its own copy.
+    try: yield
+    finally: os.environ['RANK'] = rank
+
+class CountBatches(Callback):
+    "Count the training batches this process runs (`n`)."
+    order = 90
+    def __init__(self): self.n = 0
+    def after_batch(self):
+        if self.training: self.n += 1
+
+def gather_counts(n: int) -> list:
+    "`[n of each process]` in a distributed run (rank order); `[n]` alone."
+    import torch.distributed as dist
+    if n_processes() < 2 or not dist.is_initialized(): return [n]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, n)
+    return out
+
 # %% ../nbs/00e_train.ipynb #d0b1c2e2
 def _meta_diff(old: dict, new: dict, prefix='') -> list:
     "The `(key, old, new)` that differ, nested settings as `settings.key`; plain keys (size, data, seed) first, so a message cut short keeps them."
@@ -190,7 +259,7 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
     if state is not None:
         at = 'its training is complete' if stage0 >= len(stages) else f"stage {stage0 + 1}/{len(stages)}, after epoch {state['epoch']}"
         print(f"{name}: resuming from {ckpt} ({at})")
-    secs, cur = list(state['seconds']) if state else [], stages[0]
+    secs, cur, counter = list(state['seconds']) if state else [], stages[0], CountBatches()
     for i, st in enumerate(stages):
         if make_dls is not None and (st.size, st.bs, st.n_train) != (cur.size, cur.bs, cur.n_train): learn.dls = make_dls(st)
         cur = st
@@ -199,15 +268,17 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
         if st.frozen and pretrained: learn.freeze()
         else: learn.unfreeze()
         cbs = [CheckpointCallback(ckpt, i, meta, resumed, secs)] if ckpt is not None else []
-        t0 = time.perf_counter()
-        learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=cbs,
-                            start_epoch=resumed['epoch'] if resumed else 0)
+        t0, learn.epochs_before = time.perf_counter(), sum(s.epochs for s in stages[:i])   # callbacks count epochs over the stages
+        with across_processes(learn):
+            learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=[*cbs, counter],
+                                start_epoch=resumed['epoch'] if resumed else 0)
         secs = cbs[0].seconds if cbs else secs + [(time.perf_counter() - t0) / st.epochs] * st.epochs
     if state is not None and stage0 >= len(stages): _restore_recorder(learn, state['recorder'])   # nothing left to train
     elif ckpt is not None:        # mark the schedule done (unless a callback stopped it early), so that a resume skips it whole
         last = load_checkpoint(ckpt)
         if last['stage'] == len(stages) - 1 and last['epoch'] >= stages[-1].epochs:
             save_checkpoint({**last, 'stage': len(stages), 'epoch': 0, 'seconds': secs}, ckpt)
+    learn.train_batches_per_process = gather_counts(counter.n)     # (this call's training batches, in every process)
     return secs
 
 # %% ../nbs/00e_train.ipynb #d0b1c2e4

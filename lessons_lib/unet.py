@@ -221,22 +221,22 @@ def pretrain_encoder(encoder: nn.Module, cfg: Config, epochs=4, lr=1e-2, bs=64, 
     return encoder
 
 # %% ../nbs/02_unet.ipynb #e7537521
-def _seg_training(n_classes, void_code, bf16, cbs, kwargs) -> dict:
+def _seg_training(n_classes, void_code, amp, cbs, kwargs) -> dict:
     "What both U-Net learners share: loss, metrics, callbacks (precision) and, unless `kwargs` says otherwise, `fused_adam`."
     return dict(loss_func=PixelCrossEntropy(-100 if void_code is None else void_code), metrics=seg_metrics(n_classes, void_code),
-                cbs=precision_cbs(bf16, cbs), **{'opt_func': fused_adam, **kwargs})
+                cbs=precision_cbs(amp, cbs), **{'opt_func': fused_adam, **kwargs})
 
-def seg_learner(dls, model: Unet, n_classes, void_code=None, bf16=False, cbs=None, **kwargs):
+def seg_learner(dls, model: Unet, n_classes, void_code=None, amp=None, cbs=None, **kwargs):
     "A fastai `Learner` for our `model`: per-pixel cross-entropy ignoring `void_code`, `seg_metrics`, `unet_splitter`, `fused_adam`."
     from fastai.learner import Learner
-    return Learner(dls, model, splitter=unet_splitter, **_seg_training(n_classes, void_code, bf16, cbs, kwargs))
+    return Learner(dls, model, splitter=unet_splitter, **_seg_training(n_classes, void_code, amp, cbs, kwargs))
 
-def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, bf16=False, cbs=None, **kwargs):
+def dynamic_unet_learner(dls, encoder: nn.Sequential, n_classes, void_code=None, amp=None, cbs=None, **kwargs):
     "fastai's `unet_learner` (`DynamicUnet`) on a copy of `encoder`, with the loss, metrics, optimizer and precision of `seg_learner`."
     from fastai.vision.learner import unet_learner
     body = copy.deepcopy(encoder)
     return unet_learner(dls, lambda **_: body, cut=lambda m: m, pretrained=False, normalize=False, n_out=n_classes,
-                        **_seg_training(n_classes, void_code, bf16, cbs, kwargs))
+                        **_seg_training(n_classes, void_code, amp, cbs, kwargs))
 
 # %% ../nbs/02_unet.ipynb #f5a7b090
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class UnetSettings:
     stages: tuple = (Stage(None, 16, 1, 1e-2, frozen=True, pct_start=0.5, wd=0.1),  # size None: the scenes' own
                      Stage(None, 16, 6, 1e-2, pct_start=0.3, wd=0.1))
     aug: bool = False              # the course's augmentation (CamVid); a flipped digit is not a digit
-    num_workers: int = 0           # data loader processes (a GPU box: 4)
+    num_workers: int | None = None # data loader processes; None: as the device wants (`core.loader_kwargs`: 4 on a GPU, 0 on a CPU)
     lr_find_iters: int = 100       # fastai's default
 
 _half, _whole, _lr = (352, 480), (704, 960), 3e-3
@@ -259,9 +259,9 @@ UNET_SIZES = {
     ('small', 'embedded'): UnetSettings(),
     ('tiny', 'embedded'): UnetSettings(n_train=48, n_valid=16, pretrain_epochs=1, pretrain_n=256, lr_find_iters=10,
                                        stages=(Stage(None, 8, 1, 1e-3, frozen=True, pct_start=0.5), Stage(None, 8, 1, 1e-3, pct_start=0.3))),
-    ('full', 'embedded'): UnetSettings(n_train=8000, n_valid=1000, pretrain_epochs=8, num_workers=4,
+    ('full', 'embedded'): UnetSettings(n_train=8000, n_valid=1000, pretrain_epochs=8,
                                        stages=(Stage(None, 32, 2, 1e-2, frozen=True, pct_start=0.5), Stage(None, 32, 20, 1e-2, pct_start=0.3))),
-    ('full', 'course'): UnetSettings(encoder='resnet34', pretrain_epochs=0, aug=True, num_workers=4, stages=(
+    ('full', 'course'): UnetSettings(encoder='resnet34', pretrain_epochs=0, aug=True, stages=(
         Stage(_half, 8, 10, _lr, frozen=True, pct_start=0.9), Stage(_half, 8, 12, (_lr/400, _lr/4), pct_start=0.8),
         Stage(_whole, 3, 10, 1e-3, frozen=True, pct_start=0.8), Stage(_whole, 3, 10, (1e-6, 1e-4), pct_start=0.3))),
     ('small', 'course'): UnetSettings(encoder='resnet34', pretrain_epochs=0, aug=True,   # CamVid on a CPU: two short stages

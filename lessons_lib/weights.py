@@ -10,7 +10,7 @@ import os, re, hashlib
 from pathlib import Path
 import torch, torchvision
 from torch import nn
-from .core import Config, LessonsError, atomic_write
+from .core import Config, LessonsError, atomic_write, is_main_process
 
 # %% auto #0
 __all__ = ['ARCH_WEIGHTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'WeightsError', 'CheckpointError', 'imagenet_weights', 'weights_file',
@@ -101,7 +101,8 @@ class ImageNetNorm(nn.Module):
 
 # %% ../nbs/00b_weights.ipynb #1134f5fe
 def save_checkpoint(obj, path) -> Path:
-    "`torch.save(obj)` to `path` atomically."
+    "`torch.save(obj)` to `path` atomically; in a distributed run only the main process writes (the others hold the same weights)."
+    if not is_main_process(): return Path(path)
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 def load_checkpoint(path, map_location='cpu'):

@@ -15,11 +15,11 @@ from torch import nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from fastcore.basics import patch
-from .core import Config, LessonsError, pick, seed_everything, atomic_write
+from .core import Config, LessonsError, pick, seed_everything, atomic_write, loop_amp_dtype, loader_kwargs
 from .data import course_data
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
 from .layers import conv_layer, leaky_relu
-from .train import checkpoint_meta, load_parts
+from .train import checkpoint_meta, load_parts, AmpStep
 
 # %% auto #0
 __all__ = ['WGAN_SIZES', 'KINDS', 'NOISE_GAN_KEYS', 'Recipe', 'WganSettings', 'wgan_settings', 'ImageFiles', 'Images', 'gan_data',
@@ -143,8 +143,11 @@ def interpolates(real, fake) -> torch.Tensor:
     eps = torch.rand(len(real), *[1] * (real.dim() - 1), device=real.device)
     return (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
 
-def gradient_penalty(out, x):
-    "WGAN-GP's penalty, E(|grad_x out| - 1)^2, for critic outputs `out` at the inputs `x`; differentiable (for the critic's step)."
+def gradient_penalty(out, x, loss_scale=1.):
+    "WGAN-GP's penalty, E(|grad_x out| - 1)^2, for critic outputs `out` at the inputs `x`; differentiable (for the critic's step). With float16's `loss_scale`, the gradient is taken of the scaled outputs and unscaled."
+    if loss_scale != 1.:                                  # (so that it does not underflow float16)
+        grad, = torch.autograd.grad(out.sum() * loss_scale, x, create_graph=True)
+        return ((grad.flatten(1).norm(dim=1) / loss_scale - 1) ** 2).mean()
     grad, = torch.autograd.grad(out.sum(), x, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
@@ -159,9 +162,10 @@ _LOSSES = dict(gan=(gan_critic_loss, gan_generator_loss), wgan=(wasserstein_crit
 
 class NoiseGAN:
     "A GAN from noise: `kind` 'gan' (cross-entropy), 'wgan' (Wasserstein, clipped critic) or 'wgan_gp' (gradient penalty)."
-    def __init__(self, kind, gen, critic, ws: WganSettings, seed=42, meta=None):
+    def __init__(self, kind, gen, critic, ws: WganSettings, seed=42, meta=None, amp=None):
         if kind not in KINDS: raise ValueError(f"kind={kind!r} is not one of {KINDS}")
         self.kind, self.gen, self.critic, self.ws, self.seed = kind, gen, critic, ws, seed
+        self.amp = amp or AmpStep()                      # mixed precision (`train.AmpStep`; default float32)
         self.recipe = getattr(ws, kind)
         self.critic_loss, self.gen_loss = _LOSSES[kind]
         self.opt_gen = torch.optim.Adam(gen.parameters(), lr=self.recipe.lr, betas=self.recipe.betas)
@@ -178,18 +182,19 @@ class NoiseGAN:
         with torch.no_grad(): fake = self.gen(noise(len(real), self.ws.nz, self.device))
         n, parts = len(real), [real, fake]
         if self.kind == 'wgan_gp': parts.append(interpolates(real, fake))
-        out = self.critic(torch.cat(parts))
-        loss = self.critic_loss(out[:n], out[n:2 * n])
-        if self.kind == 'wgan_gp': loss = loss + self.ws.gp * gradient_penalty(out[2 * n:], parts[2])
-        self.opt_critic.zero_grad(set_to_none=True); loss.backward(); self.opt_critic.step()
+        with self.amp.autocast():
+            out = self.critic(torch.cat(parts)).float()
+            loss = self.critic_loss(out[:n], out[n:2 * n])
+            if self.kind == 'wgan_gp': loss = loss + self.ws.gp * gradient_penalty(out[2 * n:], parts[2], self.amp.scale_factor())
+        self.amp.step(loss, self.opt_critic)
         if self.kind == 'wgan': clip_weights_(self.critic, self.ws.clip)
         return loss.item(), (out[:n].mean() - out[n:2 * n].mean()).item()
 
     def gen_step(self, n) -> float:
         "One generator step on `n` noise vectors against the frozen critic; returns its loss."
         self.critic.requires_grad_(False)
-        loss = self.gen_loss(self.critic(self.gen(noise(n, self.ws.nz, self.device))))
-        self.opt_gen.zero_grad(set_to_none=True); loss.backward(); self.opt_gen.step()
+        with self.amp.autocast(): loss = self.gen_loss(self.critic(self.gen(noise(n, self.ws.nz, self.device))).float())
+        self.amp.step(loss, self.opt_gen)
         self.critic.requires_grad_(True)
         self.gen_steps += 1
         return loss.item()
@@ -197,9 +202,8 @@ class NoiseGAN:
 # %% ../nbs/05_wgan.ipynb #a5000023
 def _loader(ds, bs, seed, device):
     "Shuffled batches of `ds` (the last partial one dropped) in an order fixed by `seed`."
-    cuda = torch.device(device).type == 'cuda'
     return torch.utils.data.DataLoader(ds, bs, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(seed),
-                                       num_workers=4 if cuda else 0, pin_memory=cuda)
+                                       **loader_kwargs(device))
 
 @patch
 def fit(self: NoiseGAN, ds, epochs, budget_s=None, ckpt=None, after_epoch=()):
@@ -220,9 +224,9 @@ def fit(self: NoiseGAN, ds, epochs, budget_s=None, ckpt=None, after_epoch=()):
         self.seconds += time.perf_counter() - t0
         self.epoch += 1
         self.history.append(dict(epoch=self.epoch, seconds=round(self.seconds, 2), gen_steps=self.gen_steps,
-                                 critic_loss=float(np.mean(crit)) if crit else float('nan'),
-                                 w_estimate=float(np.mean(w)) if w else float('nan'),
-                                 gen_loss=float(np.mean(gen)) if gen else float('nan')))
+                                 critic_loss=float(np.nanmean(crit)) if crit else float('nan'),   # (nan: a float16 step the scaler skipped)
+                                 w_estimate=float(np.nanmean(w)) if w else float('nan'),
+                                 gen_loss=float(np.nanmean(gen)) if gen else float('nan')))
         for cb in after_epoch: cb(self)
         if ckpt is not None: self.save(ckpt)
     return self
@@ -268,7 +272,7 @@ def new_gan(kind, cfg: Config, ws: WganSettings, n_channels=1, device='cpu') -> 
     seed_everything(cfg)
     gen = dcgan_generator(ws.size, n_channels, ws.nz, ws.nf).to(device)
     critic = dcgan_critic(ws.size, n_channels, ws.nf).to(device)
-    return NoiseGAN(kind, gen, critic, ws, seed=cfg.seed, meta=checkpoint_meta(cfg, ws))
+    return NoiseGAN(kind, gen, critic, ws, seed=cfg.seed, meta=checkpoint_meta(cfg, ws), amp=AmpStep(loop_amp_dtype(cfg, device), device))
 
 def train_gan(kind, cfg: Config, ws: WganSettings, ds, out, after_epoch=(), n_channels=1, device='cpu', log=print) -> NoiseGAN:
     "Train (or, with `cfg.resume`, continue) the GAN of `kind` on `ds` for the budget of `ws`, checkpointed as `out/<kind>.pth`."

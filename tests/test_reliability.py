@@ -68,7 +68,7 @@ def test_sigkill_mid_training_then_resume_continues_and_matches(superres_tiny, t
 def test_resume_with_other_settings_is_refused(superres_tiny):
     out, _ = superres_tiny
     r = lesson7('superres', '--size', 'small', '--out', out, '--resume')
-    one_line_error(r, 'superres/train_mse', 'was made with other settings', "size: 'tiny' there, 'small' here")   # the run's checkpoint, or its kept best epoch
+    one_line_error(r, 'train_mse.pth was made with other settings', "size: 'tiny' there, 'small' here")
 
 
 # ---- 3. resuming a finished U-Net lesson works (it crashed in `learner_summary`) ----

@@ -151,7 +151,7 @@ def test_bf16_autocast_trains_in_bfloat16_and_reports_float32():
             seen.setdefault('pred', self.pred.dtype)
             seen.setdefault('inside', torch.is_autocast_enabled('cpu'))
     model = Unet(handwritten_encoder(), 3)
-    learn = seg_learner(dls, model, 3, bf16=True, cbs=[Spy()])
+    learn = seg_learner(dls, model, 3, amp=True, cbs=[Spy()])
     assert any(isinstance(cb, BF16Autocast) for cb in learn.cbs)
     before = [p.detach().clone() for p in model.parameters()]
     learn.fit(1, 1e-3)
@@ -159,7 +159,7 @@ def test_bf16_autocast_trains_in_bfloat16_and_reports_float32():
     assert not torch.is_autocast_enabled('cpu')
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert not any(isinstance(cb, BF16Autocast) for cb in seg_learner(dls, Unet(handwritten_encoder(), 3), 3, bf16=False).cbs)
+    assert not any(isinstance(cb, BF16Autocast) for cb in seg_learner(dls, Unet(handwritten_encoder(), 3), 3, amp=None).cbs)
 
 
 # ---- digit scenes ----
