@@ -111,6 +111,27 @@ def test_one_gan_step_changes_only_the_model_in_its_phase():
     assert loop.history['gen_mode'] == [False, True]
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_gan_steps_in_mixed_precision(dtype):
+    "With `AmpStep` the loop's steps run under autocast (float16 with a loss scaler) and still train each model in its phase."
+    from lessons_lib.train import AmpStep
+    loop = make_loop(thresh=100.); loop.amp = AmpStep(dtype, 'cpu')
+    seen = []
+    hook = loop.critic.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    (x, y), = tiny_data(1)
+    c0, g0 = params(loop.critic), params(loop.gen)
+    loop.step(x, y); loop.step(x, y)                       # critic, then generator
+    for _ in range(8): loop.gen_step(x, y)                 # (float16: a step whose gradients overflow is skipped and the scale
+                                                           #  halved: measured 5 skips, 65536 -> 2048, before the first update)
+    hook.remove()
+    assert set(seen) == {dtype}
+    assert math.isfinite(loop.history['loss'][0])
+    assert any(not torch.equal(c0[k], v) for k, v in params(loop.critic).items())
+    assert any(not torch.equal(g0[k], v) for k, v in params(loop.gen).items())
+    assert all(p.dtype == torch.float32 for p in loop.gen.parameters())     # weights stay float32
+    if dtype is torch.float16: assert 1 <= loop.amp.scale_factor() <= 2 ** 16   # the scaler's start (65536), or halved
+
+
 # --- checkpoints, interruption and resume ---
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
     data, ck = tiny_data(), tmp_path/'gan.pth'

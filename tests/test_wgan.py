@@ -40,3 +40,25 @@ def test_relative_out_resume_and_a_damaged_judge(tmp_path):
     again = json.loads((d/'metrics.json').read_text())
     for k in ('gan', 'wgan', 'wgan_gp'):                             # all trained already: the histories are the checkpoints'
         assert again[f'{k}_fd'] == first[f'{k}_fd'] and again[f'{k}_gen_steps'] == first[f'{k}_gen_steps'], k
+
+
+def test_noise_gans_train_in_float16_with_loss_scaling():
+    "Every kind's critic and generator steps run under float16 autocast with a loss scaler (the WGAN-GP penalty on scaled outputs)."
+    from lessons_lib.core import Config
+    from lessons_lib.train import AmpStep
+    from lessons_lib.wgan import wgan_settings, new_gan, KINDS, gradient_penalty, interpolates
+    ws = wgan_settings(Config(size='tiny'))
+    real = torch.rand(8, 1, ws.size, ws.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    for kind in KINDS:
+        g = new_gan(kind, Config(size='tiny'), ws)
+        g.amp = AmpStep(torch.float16, 'cpu')
+        w0 = [p.detach().clone() for p in g.critic.parameters()]
+        crit = [g.critic_step(real)[0] for _ in range(4)]
+        assert math.isfinite(crit[-1]), (kind, crit)       # (a first step may overflow: the scaler skips it and halves its scale)
+        assert math.isfinite(g.gen_step(8)), kind
+        assert any(not torch.equal(a, b) for a, b in zip(w0, g.critic.parameters())), kind
+    # the penalty from scaled outputs is the penalty (float32 here, so exactly up to rounding)
+    torch.manual_seed(0)
+    c = new_gan('wgan_gp', Config(size='tiny'), ws).critic
+    x = interpolates(real, torch.rand_like(real))
+    assert torch.allclose(gradient_penalty(c(x), x, 1024.), gradient_penalty(c(x), x), rtol=1e-4)
