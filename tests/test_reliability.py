@@ -35,24 +35,32 @@ def superres_tiny(tiny_run):
     return out, json.loads((out/'superres'/'metrics.json').read_text())
 
 def _kill_tree(proc):
-    for p in psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]:
+    "SIGKILL `proc` and every process under it (the lesson's kernel runs in a session of its own); gone ones are skipped."
+    try: tree = psutil.Process(proc.pid).children(recursive=True) + [psutil.Process(proc.pid)]
+    except psutil.NoSuchProcess: tree = []                 # it ended by itself: nothing left to kill
+    for p in tree:
         try: p.send_signal(signal.SIGKILL)
         except psutil.NoSuchProcess: pass
     proc.wait()
 
+def _tail(f, n=3000): return Path(f).read_text(errors='replace')[-n:]
+
 def test_sigkill_mid_training_then_resume_continues_and_matches(superres_tiny, tmp_path):
     _, ref = superres_tiny
-    out = tmp_path/'out'; ck = out/'superres'/'train_mse.pth'
-    proc = subprocess.Popen([str(BIN/'lesson7'), 'superres', '--size', 'tiny', '--out', str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out = tmp_path/'out'; ck = out/'superres'/'train_mse.pth'; log = tmp_path/'killed_run.log'
+    with open(log, 'wb') as f:
+        proc = subprocess.Popen([str(BIN/'lesson7'), 'superres', '--size', 'tiny', '--out', str(out)],
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     deadline, epoch = time.time() + 600, 0
     while time.time() < deadline and proc.poll() is None:
         try: epoch = load_checkpoint(ck)['epoch'] if ck.is_file() else 0
         except Exception: epoch = 0                      # being replaced right now: look again
         if epoch >= 1: break
         time.sleep(0.05)
+    ended = proc.poll()
     _kill_tree(proc)
-    assert epoch >= 1, 'the run ended or never checkpointed before it could be killed'
+    assert ended is None, f'the run ended by itself (exit {ended}) before its first checkpoint was seen:\n{_tail(log)}'
+    assert epoch >= 1, f'no checkpoint of a finished epoch within 600 s:\n{_tail(log)}'
     done = load_checkpoint(ck)
     assert done['stage'] == 0 and 1 <= done['epoch'] < 4, done['epoch']      # killed inside the MSE stage
     assert not (out/'superres'/'metrics.json').exists()
