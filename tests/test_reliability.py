@@ -43,8 +43,6 @@ def _kill_tree(proc):
         except psutil.NoSuchProcess: pass
     proc.wait()
 
-def _tail(f, n=3000): return Path(f).read_text(errors='replace')[-n:]
-
 def test_sigkill_mid_training_then_resume_continues_and_matches(superres_tiny, tmp_path):
     _, ref = superres_tiny
     out = tmp_path/'out'; ck = out/'superres'/'train_mse.pth'; log = tmp_path/'killed_run.log'
@@ -57,10 +55,9 @@ def test_sigkill_mid_training_then_resume_continues_and_matches(superres_tiny, t
         except Exception: epoch = 0                      # being replaced right now: look again
         if epoch >= 1: break
         time.sleep(0.05)
-    ended = proc.poll()
+    ended = proc.poll()                                  # None: still running, killed now
     _kill_tree(proc)
-    assert ended is None, f'the run ended by itself (exit {ended}) before its first checkpoint was seen:\n{_tail(log)}'
-    assert epoch >= 1, f'no checkpoint of a finished epoch within 600 s:\n{_tail(log)}'
+    assert epoch >= 1, f"no checkpoint of a finished epoch before the run ended (exit {ended}) or 600 s passed:\n{log.read_text(errors='replace')[-3000:]}"
     done = load_checkpoint(ck)
     assert done['stage'] == 0 and 1 <= done['epoch'] < 4, done['epoch']      # killed inside the MSE stage
     assert not (out/'superres'/'metrics.json').exists()
