@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 import torch.nn.functional as F
+from conftest import lesson7
 from lessons_lib.resnet import conv_out, conv_transpose_out, conv_stack_sizes, ResNet, n_conv_layers
 from lessons_lib.layers import conv_layer, ResBlock, DenseBlock
 from lessons_lib.mnist import RandomShift
@@ -123,3 +124,13 @@ def test_cli_tiny(tiny_run):
     assert 'resnet: resuming from' in r.stdout and 'its training is complete' in r.stdout
     m2 = json.loads((d/'metrics.json').read_text())
     assert m2['resnet_acc'] == m['resnet_acc'] and m2['train_seconds'] == m['train_seconds']
+
+
+def test_a_second_run_gives_the_same_numbers(tiny_run, tmp_path):
+    "`lesson7 resnet --size tiny` again, in a fresh process: every model starts from the seed, so every number is the same."
+    out, _ = tiny_run('resnet')
+    r = lesson7('resnet', '--size', 'tiny', '--out', tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((d/'resnet'/'metrics.json').read_text()) for d in (out, tmp_path))
+    for k in ('cnn_by_hand_acc', 'cnn_acc', 'course_resnet_acc', 'plain_acc', 'resnet_acc', 'lr_find_valley', 'landscape_resnet'):
+        assert b[k] == pytest.approx(a[k], abs=1e-9), (k, a[k], b[k])
