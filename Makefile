@@ -6,13 +6,14 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NBS   := $(sort $(wildcard nbs/[0-9]*.ipynb))
 
-.PHONY: run test test-full lessons docs install check-sync
+.PHONY: run test test-full lessons docs install check-sync lab
 
-$(STAMP): pyproject.toml
+# The exact versions of constraints.txt (pyproject.toml states only lower bounds); every extra, JupyterLab included.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 is needed, found {sys.version}"'
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,lab,experiments,distributed]'
 	@touch $@
 
 install: $(STAMP)
@@ -46,6 +47,10 @@ lessons: $(STAMP)
 	$(BIN)/nbdev-export
 	$(BIN)/lessons-nb refresh $(NBS)
 	$(BIN)/nbdev-clean
+
+# Step through the lessons in JupyterLab (on a GPU box: set LESSONS_SIZE=full first, or in the notebook's settings cell).
+lab: $(STAMP)
+	$(BIN)/jupyter lab nbs/
 
 # The docs site, offline, from the executed notebooks: a page per notebook and per module (open _site/index.html).
 docs: $(STAMP)

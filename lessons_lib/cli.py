@@ -6,22 +6,24 @@ Docs: https://lessons-lib.github.io/lessons_lib/cli.html.md"""
 
 # %% ../nbs/00h_cli.ipynb #b77717c6
 from __future__ import annotations
-import argparse, hashlib, html, json, os, re, shutil, sys, tempfile, time
+import argparse, errno, hashlib, html, json, os, re, shutil, signal, sys, tempfile, time, warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from .hardware import configure_threads
-configure_threads()     # before torch loads OpenMP; `lesson7`'s kernels and `lessons-nb`'s inherit the setting (see 00i_hardware)
-from .core import CHOICES, Config, ConfigError, LessonsError, get_config, config_env, lesson_dir, save_json, atomic_write, \
-    is_main_process, n_processes
+configure_threads()     # before torch loads OpenMP; `lesson7`'s kernels and `lessons-nb`'s inherit it (00i_hardware)
+from .core import CHOICES, Config, ConfigError, LessonsError, get_config, config_env, lesson_dir, \
+    save_json, atomic_write, is_main_process, n_processes, default_out
 
 # %% auto #0
-__all__ = ['LESSONS', 'FINGERPRINT_KEY', 'repo_root', 'nbs_dir', 'available_lessons', 'is_progress_output', 'strip_progress',
-           'CellError', 'table_rows', 'execute_notebook', 'lessons_error_names', 'execute_lesson', 'lesson_section',
-           'write_report', 'make_parser', 'main', 'imported_modules', 'notebook_modules', 'notebook_fingerprint',
-           'stored_fingerprint', 'stale_notebooks', 'refresh_notebook', 'nb_main']
+__all__ = ['LESSONS', 'PROGRESS_EVERY', 'LOW_SPACE', 'FINGERPRINT_KEY', 'repo_root', 'nbs_dir', 'available_lessons',
+           'is_progress_output', 'strip_progress', 'progress_bars', 'progress_line', 'CellError', 'KernelDied',
+           'table_rows', 'kernel_death', 'save_notebook', 'execute_notebook', 'lessons_error_names', 'execute_lesson',
+           'make_parser', 'main', 'imported_modules', 'notebook_modules', 'notebook_fingerprint', 'stored_fingerprint',
+           'stale_notebooks', 'refresh_notebook', 'nb_main']
 
 # %% ../nbs/00h_cli.ipynb #e67abec1
-LESSONS = dict(resnet='01_resnet.ipynb', unet='02_unet.ipynb', superres='03_superres.ipynb', gan='04_gan.ipynb', wgan='05_wgan.ipynb')
+LESSONS = dict(resnet='01_resnet.ipynb', unet='02_unet.ipynb', superres='03_superres.ipynb', gan='04_gan.ipynb',
+               wgan='05_wgan.ipynb')
 
 def repo_root() -> Path:
     "The folder of this repository (`pyproject.toml`, `nbs/`, `data/`), found from the installed package."
@@ -29,11 +31,18 @@ def repo_root() -> Path:
     return Path(lessons_lib.__file__).resolve().parent.parent
 
 def nbs_dir() -> Path:
-    "The notebooks' folder (`LESSONS_NBS`, else `nbs/` of this repository), or a `LessonsError` saying where it was looked for."
-    d = Path(os.environ.get('LESSONS_NBS') or repo_root()/'nbs')
-    if not d.is_dir(): raise LessonsError(f"the lesson notebooks are not at {d}: lesson7 runs them, so install lessons_lib from its "
-                                          f"repository (pip install -e .) or set LESSONS_NBS to the folder of the notebooks")
-    return d
+    "The notebooks' folder: `LESSONS_NBS`, else `nbs/` of a development checkout, else the installed package's `_nbs`."
+    import lessons_lib
+    if env := os.environ.get('LESSONS_NBS'):
+        if not Path(env).is_dir():
+            raise LessonsError(f"LESSONS_NBS={env} is not a folder: set it to the folder of the lesson notebooks, "
+                               f"or unset it")
+        return Path(env)
+    dev, pkg = repo_root()/'nbs', Path(lessons_lib.__file__).resolve().parent/'_nbs'
+    if dev.is_dir() and (repo_root()/'pyproject.toml').is_file(): return dev
+    if pkg.is_dir(): return pkg
+    raise LessonsError(f"the lesson notebooks are neither in {dev} nor in {pkg}: reinstall lessons_lib (pip install "
+                       f"--force-reinstall lessons_lib) or set LESSONS_NBS to the folder of the notebooks")
 
 def available_lessons() -> list:
     "Names of the lessons whose notebook exists, in teaching order."
@@ -57,15 +66,47 @@ def strip_progress(nb):
         if c.get('cell_type') == 'code': c['outputs'] = [o for o in c.get('outputs', []) if not is_progress_output(o)]
     return nb
 
+# %% ../nbs/00h_cli.ipynb #da526cac
+_BAR = re.compile(r'<progress\b([^>]*)>\s*</progress>([^<]*)')
+_ATTR = re.compile(r'''\b(value|max)=["']?(\d+)''')
+_LABEL = re.compile(r'\[\d+/\d+ ([\d:]+)<([\d:]+|\?)(?:\.\.\.)?\s*([^\]]*)\]')   # [i/n elapsed<left... comment]
+
+def progress_bars(h: str) -> list[dict]:
+    "The progress bars with a total in fastprogress's HTML `h`, outermost first: `value`, `max`, `left`, `comment`."
+    bars = []
+    for attrs, label in _BAR.findall(h):
+        a = dict(_ATTR.findall(attrs))
+        if {'value', 'max'} <= set(a):
+            m = _LABEL.search(html.unescape(label))
+            bars.append(dict(value=int(a['value']), max=int(a['max']), left=m and m[2],
+                             comment=(m and m[3].strip()) or ''))
+    return bars
+
+def progress_line(h: str) -> str | None:
+    "Where the innermost running bar of fastprogress's HTML `h` is (epoch, batch, loss, time left); None if none runs."
+    bars = progress_bars(h)
+    if not bars or not 0 < bars[-1]['value'] < bars[-1]['max']: return None
+    *outer, b = bars
+    nested = bool(outer)                                           # fastai's: epochs, then the batches of this one
+    parts = [f"epoch {min(outer[0]['value'] + 1, outer[0]['max'])}/{outer[0]['max']}"] if nested else []
+    parts.append(f"{'batch ' if nested else ''}{b['value']}/{b['max']}")
+    if b['comment']: parts.append(f"loss {b['comment']}" if nested else b['comment'])
+    if b['left'] not in (None, '?'): parts.append(f"{b['left']} left")
+    return ', '.join(parts)
+
 # %% ../nbs/00h_cli.ipynb #4c8a7d21
 class CellError(Exception):
     "A cell of an executed notebook raised `ename: evalue`; `traceback` is its text."
     def __init__(self, nb_path, cell_index, ename, evalue, traceback):
         super().__init__(f"{Path(nb_path).name}, cell {cell_index}: {ename}: {evalue}")
-        self.nb_path, self.cell_index, self.ename, self.evalue, self.traceback = nb_path, cell_index, ename, evalue, traceback
+        self.nb_path, self.cell_index, self.ename, self.evalue = nb_path, cell_index, ename, evalue
+        self.traceback = traceback
+
+class KernelDied(LessonsError):
+    "The kernel running a notebook ended before the notebook did."
 
 _ANSI = re.compile(r'\x1b\[[0-9;]*m')
-_CHATTER = re.compile(r'\s*(\*\*\*|RAM:|CPU:|GPU:|IPyExperiments|Deleted:|Kept:|cleared \d+ objects)')   # ipyexperiments' reports
+_CHATTER = re.compile(r'\s*(\*\*\*|RAM:|CPU:|GPU:|IPyExperiments|Deleted:|Kept:|cleared \d+ objects)')  # its reports
 _ROW = re.compile(r'<tr>(.*?)</tr>', re.S)
 _TD = re.compile(r'<t[dh]>(.*?)</t[dh]>', re.S)
 
@@ -76,71 +117,117 @@ def table_rows(h: str) -> list[list[str]]:
 def _kernel_env(cfg: Config | None) -> dict:
     "The environment of a lesson's kernel: ours, `cfg` as `LESSONS_*`, packaging warnings off."
     env = {**os.environ, **(config_env(cfg) if cfg is not None else {})}
-    quiet = ['ignore:The pynvml package is deprecated:FutureWarning', 'ignore:`torch.jit.script` is deprecated:FutureWarning']
+    quiet = ['ignore:The pynvml package is deprecated:FutureWarning',
+             'ignore:`torch.jit.script` is deprecated:FutureWarning']
     env['PYTHONWARNINGS'] = ','.join([*quiet, *filter(None, [os.environ.get('PYTHONWARNINGS')])])
     return env
 
 def _interrupted(e: BaseException, client=None) -> bool:
-    "Whether `e` comes of Ctrl-C: a `KeyboardInterrupt`, raised while handling one, or after nbclient's own SIGINT handler shut the kernel down."
-    if getattr(client, '_async_cleanup_kernel_future', None) is not None: return True     # set only by that handler (SIGINT, SIGTERM)
+    "Whether `e` comes of Ctrl-C or SIGTERM: a `KeyboardInterrupt`, raised while handling one, or nbclient's handler."
+    if getattr(client, '_async_cleanup_kernel_future', None) is not None: return True   # set only by that handler
     while e is not None:
         if isinstance(e, KeyboardInterrupt): return True
         e = e.__context__
     return False
 
-def execute_notebook(src, dest=None, cfg: Config | None = None, log=print, timeout=None):
-    "Run notebook `src` in a fresh kernel with `cfg`'s settings, strip progress bars, save it to `dest`; raise `CellError` on a failing cell."
+def kernel_death(returncode: int | None) -> str:
+    "How a kernel process that ended with `returncode` died, in words, with the likely cause of a SIGKILL."
+    if returncode is None: return 'stopped answering'
+    if returncode >= 0: return f'exited with code {returncode}'
+    try: name = signal.Signals(-returncode).name
+    except ValueError: name = f'signal {-returncode}'
+    if name != 'SIGKILL': return f'was killed by {name}'
+    return 'was killed by SIGKILL (likely out of memory: the system kills the biggest process when memory runs short)'
+
+# %% ../nbs/00h_cli.ipynb #eb6df403
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+def save_notebook(nb, dest, before: str | None = None) -> Path:
+    "Write notebook `nb` to `dest` atomically, or raise a one-line `LessonsError` naming `dest` (and `before`)."
+    import nbformat
+    text = nbformat.writes(nb).rstrip('\n') + '\n'                   # as `nbformat.write` ends it
+    try: return atomic_write(dest, lambda p: p.write_text(text, encoding='utf-8'))
+    except OSError as e:
+        todo = 'free space there or choose another --out' if e.errno in _DISK_FULL else 'choose another --out'
+        why = (e.strerror or str(e)).lower()
+        raise LessonsError(f"the executed notebook could not be saved to {dest}: {why}; {todo}"
+                           + (f" (before that: {before})" if before else '')) from None
+
+# %% ../nbs/00h_cli.ipynb #d7a93f96
+def execute_notebook(src, dest=None, cfg: Config | None = None, log=print, timeout=None,
+                     progress_every:float|None=None, # seconds without a line before one on a long bar; None: never
+                    ):
+    "Run notebook `src` in a fresh kernel with `cfg`'s settings, save it to `dest`; `CellError` if a cell fails."
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
-    from jupyter_client.manager import KernelManager
+    from jupyter_client.manager import AsyncKernelManager
     src = Path(src)
     nb = nbformat.read(src, as_version=4)
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == 'code']
-    seen_rows = {}
+    seen_rows, spoke, running = {}, [time.monotonic()], [None]
+    def say(s): spoke[0] = time.monotonic(); log(s)
 
-    sock = Path(tempfile.mkdtemp(prefix='lessons-kernel-'))    # local sockets (no TCP port), by absolute path: the kernel's cwd differs
+    sock = Path(tempfile.mkdtemp(prefix='lessons-kernel-'))  # local sockets (no TCP port), by absolute path
 
     class _Client(NotebookClient):
-        def create_kernel_manager(self):
-            self.km = KernelManager(kernel_name='python3', transport='ipc', ip=str(sock/'kernel'))
+        kernel = None                     # the kernel's process: its manager forgets it once it is gone
+        def create_kernel_manager(self):  # async: a blocking wait for the kernel's next message would stall the event
+            # loop that notices a dead kernel, Ctrl-C and SIGTERM
+            self.km = AsyncKernelManager(kernel_name='python3', transport='ipc', ip=str(sock/'kernel'))
             return self.km
+
+        async def async_start_new_kernel(self, **kwargs):
+            await super().async_start_new_kernel(**kwargs)
+            self.kernel = self.km.provisioner.process
 
         def process_message(self, msg, cell, cell_index):
             t, content = msg['msg_type'], msg['content']
             if t == 'stream' and content.get('name') == 'stdout':
                 for line in _ANSI.sub('', content['text']).splitlines():
-                    if line.strip() and not _CHATTER.match(line): log(f'  | {line}')
+                    if line.strip() and not _CHATTER.match(line): say(f'  | {line}')
             elif t in ('display_data', 'update_display_data'):
-                rows = table_rows(content.get('data', {}).get('text/html', ''))
+                h = content.get('data', {}).get('text/html', '')
+                rows = table_rows(h)
                 key = (cell_index, (content.get('transient') or {}).get('display_id'))
                 for r in rows[max(1, seen_rows.get(key, 1)):]:
-                    if any(r[1:]): log(f"  | {'  '.join(f'{h} {v}' for h, v in zip(rows[0], r) if v)}")
+                    if any(r[1:]): say(f"  | {'  '.join(f'{k} {v}' for k, v in zip(rows[0], r) if v)}")
                 if rows: seen_rows[key] = len(rows)
+                quiet = progress_every is not None and time.monotonic() - spoke[0] >= progress_every
+                if quiet and (line := progress_line(h)): say(f'  | {line}')
             return super().process_message(msg, cell, cell_index)
 
     def on_start(cell, cell_index):
         if cell.cell_type == 'markdown':
             for line in cell.source.splitlines():
-                if line.startswith('## '): log(f'{src.stem}: {line[3:]}')
-        elif '#| slow' in cell.source or '#|slow' in cell.source:
+                if line.startswith('## '): say(f'{src.stem}: {line[3:]}')
+            return
+        running[0] = cell_index
+        if '#| slow' in cell.source or '#|slow' in cell.source:
             first = next((l for l in cell.source.splitlines() if l.strip() and not l.startswith('#')), '')
-            log(f'{src.stem}: cell {code.index(cell_index) + 1}/{len(code)}: {first[:90]}')
+            say(f'{src.stem}: cell {code.index(cell_index) + 1}/{len(code)}: {first[:90]}')
 
     client = _Client(nb, timeout=timeout, resources={'metadata': {'path': str(src.parent)}}, on_cell_start=on_start)
-    err, klog = None, open(sock/'kernel-stderr.log', 'w+b')   # the kernel process's own stderr (what cells print comes as messages)
+    err, klog = None, open(sock/'kernel-stderr.log', 'w+b')   # the kernel's own stderr (cells' comes as messages)
     try: client.execute(env=_kernel_env(cfg), stderr=klog)
-    except Exception as e:
-        if _interrupted(e, client): raise KeyboardInterrupt from None   # nbclient stops the kernel on Ctrl-C, then fails on the missing kernel
-        if not isinstance(e, CellExecutionError):                        # the kernel died: what it said last may tell why
-            klog.seek(0); sys.stderr.write(klog.read()[-3000:].decode(errors='replace')); raise
-        idx = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'code' and any(o.get('output_type') == 'error' for o in c.get('outputs', []))), None)
-        err = CellError(src, idx, getattr(e, 'ename', type(e).__name__), getattr(e, 'evalue', str(e)), _ANSI.sub('', getattr(e, 'traceback', '') or str(e)))
-    finally:
-        klog.close(); shutil.rmtree(sock, ignore_errors=True)
-        if dest is not None and is_main_process():            # (one executed notebook per run, rank 0's)
-            strip_progress(nb)
-            atomic_write(dest, lambda p: nbformat.write(nb, str(p)))
+    except BaseException as e: err = e
+    klog.seek(0); said = klog.read()[-3000:].decode(errors='replace').strip()
+    klog.close(); shutil.rmtree(sock, ignore_errors=True)
+    if isinstance(err, CellExecutionError):
+        idx = next((i for i in code if any(o.get('output_type') == 'error' for o in nb.cells[i].outputs)), None)
+        err = CellError(src, idx, getattr(err, 'ename', type(err).__name__), getattr(err, 'evalue', str(err)),
+                        _ANSI.sub('', getattr(err, 'traceback', '') or str(err)))
+    elif err is not None and _interrupted(err, client): err = KeyboardInterrupt()   # (nbclient has stopped the kernel)
+    elif err is not None and 'Kernel died' in str(err):   # nbclient's DeadKernelError, or its RuntimeError at start
+        at = f'in cell {code.index(running[0]) + 1}/{len(code)}' if running[0] is not None else 'as it started'
+        err = KernelDied(f"the kernel running {src.name} {kernel_death(client.kernel and client.kernel.poll())} {at}")
+        if running[0] is not None:                        # the saved notebook shows where, and the kernel's last words
+            out = nbformat.v4.new_output('stream', name='stderr', text=f'lesson7: {err}\n{said}')
+            nb.cells[running[0]].outputs.append(out)
+    if dest is not None and is_main_process():           # (one executed notebook per run, rank 0's)
+        first = err and ('interrupted' if isinstance(err, KeyboardInterrupt) else str(err).split('\n')[0])
+        save_notebook(strip_progress(nb), dest, before=first)
+        if isinstance(err, KernelDied): err = KernelDied(f'{err}; the notebook up to there is in {dest}')
     if err is not None: raise err
     return nb
 
@@ -148,7 +235,7 @@ def execute_notebook(src, dest=None, cfg: Config | None = None, log=print, timeo
 def lessons_error_names() -> set:
     "Names of `LessonsError` and all its subclasses in the library's modules."
     import importlib, pkgutil, warnings, lessons_lib
-    with warnings.catch_warnings():          # what importing torch's and fastai's modules says of their packaging, not for a user
+    with warnings.catch_warnings():          # what torch's and fastai's modules say of their packaging, not for a user
         warnings.simplefilter('ignore', FutureWarning)
         for m in pkgutil.iter_modules(lessons_lib.__path__):
             if not m.name.startswith('_') and m.name != 'cli':
@@ -159,13 +246,16 @@ def lessons_error_names() -> set:
         c = todo.pop(); names.add(c.__name__); todo += c.__subclasses__()
     return names
 
+PROGRESS_EVERY = dict(full=30)   # seconds without a line before `lesson7` says where a long epoch is (else never)
+
 def execute_lesson(name, cfg: Config, log=print) -> dict:
     "Run lesson `name`'s notebook with `cfg` into `out/name`; return its metrics (with the seconds taken)."
     d = lesson_dir(cfg, name)
     nb = nbs_dir()/LESSONS[name]
     t0 = time.perf_counter()
-    execute_notebook(nb, d/nb.name, cfg, log=log)
-    if not is_main_process(): return dict(seconds=round(time.perf_counter() - t0, 1), notebook=str(d/nb.name))   # rank 0 writes them
+    execute_notebook(nb, d/nb.name, cfg, log=log, progress_every=PROGRESS_EVERY.get(cfg.size))
+    if not is_main_process():        # rank 0 writes them
+        return dict(seconds=round(time.perf_counter() - t0, 1), notebook=str(d/nb.name))
     f = d/'metrics.json'
     if not f.is_file(): raise LessonsError(f"the notebook {nb.name} ran but wrote no {f}; see {d/nb.name}")
     metrics = {**json.loads(f.read_text()), 'seconds': round(time.perf_counter() - t0, 1), 'notebook': str(d/nb.name)}
@@ -173,79 +263,111 @@ def execute_lesson(name, cfg: Config, log=print) -> dict:
     return metrics
 
 # %% ../nbs/00h_cli.ipynb #6ddc0ef0
-def _fmt(v): return f'{v:.4g}' if isinstance(v, float) else str(v)
+from .report import write_report, record_headlines   # report.md of `lesson7 all`, headlines of the stored run: see 00k_report
 
-def lesson_section(name, d: Path) -> str:
-    "The markdown section of `report.md` for the lesson whose outputs are in `d`."
-    m = json.loads((d/'metrics.json').read_text())
-    rows = [f'| {k} | {_fmt(v)} |' for k, v in m.items() if isinstance(v, (int, float, str))]
-    figs = [f'![{p.stem}]({d.name}/{p.name})' for p in sorted(d.glob('*.png'))]
-    return '\n'.join([f'## {name}', '', '| metric | value |', '|---|---|', *rows, '', *figs, ''])
-
-def write_report(out, names) -> Path:
-    "Write `out/report.md` from the `metrics.json` of lessons `names` found in `out`."
-    out = Path(out)
-    done = [n for n in names if (out/n/'metrics.json').is_file()]
-    parts = ['# lesson7 results', '']
-    if not done: parts.append('No lesson has been built yet in this version of lessons_lib, so there are no results to report.\n')
-    parts += [lesson_section(n, out/n) for n in done]
-    return atomic_write(out/'report.md', lambda p: p.write_text('\n'.join(parts)))
 
 # %% ../nbs/00h_cli.ipynb #0705ca5f
-def make_parser(lessons=None) -> argparse.ArgumentParser:
+def make_parser(lessons=None, epilog=None) -> argparse.ArgumentParser:
     "The `lesson7` argument parser, offering the lessons in `lessons` (default: those whose notebook exists)."
     lessons = available_lessons() if lessons is None else lessons
-    p = argparse.ArgumentParser(prog='lesson7', description="Run a lesson of fast.ai lesson 7 (skip connections): its notebook, with these settings.")
+    p = argparse.ArgumentParser(prog='lesson7', epilog=epilog, description="Run a lesson of fast.ai lesson 7 (skip "
+                                "connections): its notebook, with these settings.")
     p.add_argument('lesson', choices=[*lessons, 'all'], help='the lesson to run, or all of them in order')
-    p.add_argument('--size', choices=CHOICES['size'], help='small: CPU minutes on embedded data (default); full: course scale; tiny: a smoke test')
+    p.add_argument('--size', choices=CHOICES['size'],
+                   help='small: CPU minutes on embedded data (default); full: course scale; tiny: a smoke test')
     p.add_argument('--data', choices=CHOICES['data'], help='embedded (default) or course (fastai downloads)')
     p.add_argument('--pretrained', choices=CHOICES['pretrained'], help='ImageNet weights: auto (default), on, off')
-    p.add_argument('--bf16', choices=CHOICES['bf16'], help='bfloat16 autocast: auto (default: where the hardware makes it pay), on, off')
+    p.add_argument('--bf16', choices=CHOICES['bf16'],
+                   help='bfloat16 autocast: auto (default: where the hardware makes it pay), on, off')
     p.add_argument('--device', help='auto (default), cpu, cuda, cuda:N, mps')
     p.add_argument('--seed', type=int, help='random seed (default 42)')
-    p.add_argument('--out', type=Path, help='output folder (default: results/ at the repository root)')
+    p.add_argument('--out', type=Path, help='output folder (default: results/ at the root of this repository, or in '
+                                            'the current folder for a lessons_lib installed from a wheel)')
     p.add_argument('--resume', action='store_true', default=None, help='continue from the checkpoints in --out')
-    p.add_argument('--image', type=Path, action='append', help='superres only: upscale this image file (repeatable) with the trained generator, and exit')
+    p.add_argument('--image', type=Path, action='append',
+                   help='superres only: upscale this image file (repeatable) with the trained generator, and exit')
     return p
 
 def _checkpoints(d: Path) -> list: return sorted(d.rglob('*.pth')) if d.is_dir() else []
 
+def _rerun_hint(d: Path | None) -> str:
+    "What a rerun of the lesson stopped early while writing into `d` does: go on from its checkpoints, or start again."
+    if d is not None and _checkpoints(d):
+        return f'the checkpoints of the epochs completed are kept in {d}; rerun with --resume to go on from the last'
+    return 'no checkpoint had been written yet; rerun to start again'
+
+def _stamps(d: Path) -> dict:
+    "The files in folder `d`, with their modification times."
+    return {p: p.stat().st_mtime_ns for p in d.iterdir() if p.is_file()} if d.is_dir() else {}
+
+LOW_SPACE = 64 * 2**20           # bytes free under the output folder below which a failed write is the disk's fault
+
+def _disk_cause(e: CellError, d: Path | None) -> str | None:
+    "What to do when the failure `e` of a cell writing into `d` comes of the disk (full, read-only), else None."
+    codes = '|'.join(str(n) for n in (*_DISK_FULL, errno.EROFS))
+    if re.search(rf'\[Errno ({codes})\]', str(e.evalue)):
+        return 'the disk refused a write: free space or choose another --out'
+    try: free = shutil.disk_usage(d).free if d is not None else None      # (torch's failed writes carry no errno)
+    except OSError: free = None
+    if free is not None and free < LOW_SPACE:
+        return f'only {free / 2**20:.1f} MB is free under {d}, the likely cause: free space or choose another --out'
+    return None
+
 def main(argv=None):
     "Entry point of the `lesson7` console script."
-    p = make_parser()
+    started = time.time()
+    try: lessons, missing = available_lessons(), None
+    except LessonsError as e: lessons, missing = list(LESSONS), e       # --help still works; a run says why not
+    p = make_parser(lessons, epilog=missing and f'note: {missing}')
     a = p.parse_args(argv)
     try: cfg = get_config(size=a.size, data=a.data, pretrained=a.pretrained, bf16=a.bf16, device=a.device, seed=a.seed,
                           out=a.out, resume=a.resume)
     except ConfigError as e: p.error(str(e))
-    if cfg.out: cfg = replace(cfg, out=str(Path(cfg.out).resolve()))    # relative to here, not to the kernels' folder (nbs/)
+    # Absolute, and decided here: a kernel runs in the notebooks' folder, where neither a relative --out nor an
+    # installed copy's default (./results) would mean what the user meant.
+    cfg = replace(cfg, out=str(Path(cfg.out or default_out()).resolve()))
     if a.image and a.lesson != 'superres': p.error('--image is only for the superres lesson')
-    names = available_lessons() if a.lesson == 'all' else [a.lesson]
     log = lambda s: print(s, flush=True)
     if n_processes() > 1:          # started by torchrun / accelerate launch: rank 0 speaks for all
-        if is_main_process(): log(f'lesson7: training on {n_processes()} processes (this one is rank 0; it writes the outputs)')
+        if is_main_process():
+            log(f'lesson7: training on {n_processes()} processes (this one is rank 0; it writes the outputs)')
         else: log = lambda s: None
-    current = None
+    current, upscaled = None, Path(cfg.out)/'superres'/'upscaled'
+    before = _stamps(upscaled)
     try:
         if a.image:
-            from lessons_lib.superres import upscale_files
+            with warnings.catch_warnings():   # what torch and fastai say of their packaging, not for a user
+                warnings.simplefilter('ignore', FutureWarning)
+                from lessons_lib.superres import upscale_files
             for src, dest in upscale_files(cfg, a.image, log=log): log(f'lesson7: {src} -> {dest}')
             return
+        if missing: raise missing
+        names = available_lessons() if a.lesson == 'all' else [a.lesson]
         for n in names:
             current = lesson_dir(cfg, n)
-            log(f'lesson7: running {n} (size={cfg.size}, data={cfg.data}{", resume" if cfg.resume else ""}) into {current}')
+            how = f'size={cfg.size}, data={cfg.data}' + (', resume' if cfg.resume else '')
+            log(f'lesson7: running {n} ({how}) into {current}')
             m = execute_lesson(n, cfg, log=log)
-            log(f'lesson7: {n} done in {m["seconds"]} s; metrics in {current/"metrics.json"}, notebook in {m["notebook"]}')
-        if a.lesson == 'all' and is_main_process(): log(f'lesson7: report in {write_report(current.parent, names)}')
+            log(f'lesson7: {n} done in {m["seconds"]} s; metrics in {current/"metrics.json"}, '
+                f'notebook in {m["notebook"]}')
+        if a.lesson == 'all' and is_main_process(): log(f'lesson7: report in {write_report(current.parent, names, started=started)}')
+    except KernelDied as e:
+        print(f'lesson7: error: {e}; {_rerun_hint(current)}', file=sys.stderr); sys.exit(1)
     except LessonsError as e:
         print(f'lesson7: error: {e}', file=sys.stderr); sys.exit(1)
     except CellError as e:
         if e.ename in lessons_error_names(): print(f'lesson7: error: {e.evalue}', file=sys.stderr); sys.exit(1)
-        print(f'{e.traceback}\nlesson7: {e} (a bug: please report it); the executed notebook is in {current}', file=sys.stderr); sys.exit(1)
+        if why := _disk_cause(e, current):
+            print(f'lesson7: error: {e}; {why}; the executed notebook is in {current}', file=sys.stderr); sys.exit(1)
+        print(f'{e.traceback}\nlesson7: {e} (a bug: please report it); the executed notebook is in {current}',
+              file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
-        ck = _checkpoints(current) if current else []
-        why = (f'the checkpoints of the epochs completed are kept in {current}; rerun with --resume to continue' if ck
-               else 'no checkpoint had been written yet; rerun to start again')
-        print(f'lesson7: interrupted; {why}', file=sys.stderr); sys.exit(130)
+        if a.image:                # (each image is written whole, or not at all)
+            new = sorted(str(f) for f, t in _stamps(upscaled).items() if before.get(f) != t)
+            done = f"{len(new)} of {len(a.image)} images upscaled, into {', '.join(new)}" if new else 'none upscaled'
+            print(f'lesson7: interrupted; {done}; nothing else was changed', file=sys.stderr); sys.exit(130)
+        print(f'lesson7: interrupted; {_rerun_hint(current)}', file=sys.stderr); sys.exit(130)
 
 # %% ../nbs/00h_cli.ipynb #2a9d7e32
 FINGERPRINT_KEY = 'lessons_lib'
@@ -253,7 +375,9 @@ FINGERPRINT_KEY = 'lessons_lib'
 def _sha(h, path: Path): h.update(path.read_bytes())
 
 def _pins(root: Path) -> str:
-    "The `dependencies` list of `pyproject.toml`, as text."
+    "The exact packages the stored outputs are made with: `constraints.txt` (else `pyproject.toml`'s dependencies), as text."
+    f = root/'constraints.txt'
+    if f.is_file(): return '\n'.join(l for l in f.read_text().splitlines() if l.strip() and not l.startswith('#'))
     import tomllib
     return json.dumps(tomllib.loads((root/'pyproject.toml').read_text())['project']['dependencies'])
 
@@ -283,7 +407,7 @@ def notebook_modules(nb_path, root=None) -> list:
     return sorted(seen)
 
 def notebook_fingerprint(nb_path, root=None) -> str:
-    "SHA-256 (first 16 hex digits) of the notebook's code cells, the modules of `notebook_modules`, `data/**` and the pinned packages."
+    "SHA-256 (first 16 hex digits) of the notebook's code cells, the modules of `notebook_modules`, `data/**` and the packages of `_pins`."
     import nbformat
     root = Path(root or repo_root())
     nb = nbformat.read(nb_path, as_version=4)
@@ -310,10 +434,14 @@ def refresh_notebook(nb_path, cfg: Config | None = None, log=print):
     import nbformat
     nb_path = Path(nb_path)
     cfg = cfg or get_config({})
+    t0 = time.time()
     execute_notebook(nb_path, nb_path, cfg, log=log)
     nb = nbformat.read(nb_path, as_version=4)
     nb.metadata[FINGERPRINT_KEY] = dict(fingerprint=notebook_fingerprint(nb_path), size=cfg.size, data=cfg.data, bf16=cfg.bf16)
-    atomic_write(nb_path, lambda p: nbformat.write(nb, str(p)))
+    save_notebook(nb, nb_path)
+    lesson = next((k for k, v in LESSONS.items() if v == nb_path.name), None)     # a lesson: its headlines, for report.md
+    f = Path(cfg.out or default_out())/str(lesson)/'metrics.json'
+    if lesson and f.is_file() and f.stat().st_mtime >= t0: record_headlines(nb_path, json.loads(f.read_text()), lesson)
 
 # %% ../nbs/00h_cli.ipynb #2a9d7e34
 def nb_main(argv=None):
@@ -334,6 +462,7 @@ def nb_main(argv=None):
         print(f'lessons-nb: executing {nb}', flush=True)
         try: refresh_notebook(nb, log=lambda s: print(s, flush=True))
         except CellError as e: print(f'{e.traceback}\nlessons-nb: {e}', file=sys.stderr); sys.exit(1)
+        except LessonsError as e: print(f'lessons-nb: error: {e}', file=sys.stderr); sys.exit(1)   # a dead kernel
         print(f'lessons-nb: {nb} refreshed in {time.perf_counter() - t0:.0f} s', flush=True)
 
 # %% ../nbs/00h_cli.ipynb #0705ca5e

@@ -6,20 +6,22 @@ Docs: https://lessons-lib.github.io/lessons_lib/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #1516cfe4
 from __future__ import annotations
-import os, json, tempfile, warnings
+import atexit, os, re, json, tempfile, time, warnings
 from dataclasses import dataclass, fields, replace, asdict
 from pathlib import Path
 # ipyexperiments depends on the old `pynvml` package, which makes torch warn when it loads CUDA support; the
 # warning is about packaging, not about anything a student can act on.
 warnings.filterwarnings('ignore', message='The pynvml package is deprecated')
-import torch
+import psutil, torch
 from .hardware import channels_last_pays, cpu_model, CHANNELS_LAST_MIN_WIDTH, USER_THREAD_KEYS
 
 # %% auto #0
-__all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'LessonsError', 'ConfigError', 'available_devices', 'Config', 'get_config',
-           'config_env', 'pick', 'process_rank', 'n_processes', 'is_main_process', 'get_device', 'bf16_is_fast',
-           'use_bf16', 'amp_dtype', 'loader_kwargs', 'loop_amp_dtype', 'seed_everything', 'atomic_write', 'save_json',
-           'save_figure', 'default_out', 'lesson_dir', 'hardware_used', 'save_metrics']
+__all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'STALE_TEMP_AGE', 'LOCK_FILE', 'LessonsError', 'ConfigError', 'MissingExtraError',
+           'available_devices', 'Config', 'get_config', 'config_env', 'pick', 'process_rank', 'n_processes',
+           'is_main_process', 'get_device', 'bf16_is_fast', 'use_bf16', 'amp_dtype', 'loader_kwargs', 'loop_amp_dtype',
+           'seed_everything', 'atomic_write', 'save_json', 'save_figure', 'default_out', 'remove_stale_temps',
+           'FolderInUseError', 'claim_folder', 'release_folders', 'lesson_dir', 'hardware_used', 'save_metrics',
+           'shown']
 
 # %% ../nbs/00_core.ipynb #9535834c
 class LessonsError(Exception):
@@ -28,6 +30,9 @@ class LessonsError(Exception):
 class ConfigError(LessonsError, ValueError):
     "A setting has a value that is not allowed."
 
+class MissingExtraError(LessonsError):
+    "A feature needs an optional part of lessons_lib that is not installed (`pip install 'lessons_lib[NAME]'`)."
+
 # %% ../nbs/00_core.ipynb #85673bf5
 CHOICES = dict(size=('small', 'full', 'tiny'), data=('embedded', 'course'), pretrained=('auto', 'on', 'off'),
                bf16=('auto', 'on', 'off'))
@@ -35,27 +40,34 @@ ENV_PREFIX = 'LESSONS_'
 MAX_SEED = 2**32 - 1      # numpy's seeds are 32-bit
 
 # %% ../nbs/00_core.ipynb #da004540
-def _check_choice(name, value):
-    "Raise `ConfigError` unless `value` is allowed for setting `name`."
-    allowed = CHOICES[name]
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
 def available_devices() -> list[str]:
     "The torch devices this machine has: 'cpu', then 'cuda:N' for each GPU, then 'mps' if present."
     mps = getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()
     return ['cpu', *[f'cuda:{i}' for i in range(torch.cuda.device_count())], *(['mps'] if mps else [])]
 
-def _check_device(value):
-    "Raise `ConfigError` unless `value` is 'auto' or a device this machine has."
+def _check_device(value, label='device'):
+    "Raise `ConfigError` naming `label` unless `value` is 'auto' or a device this machine has."
     if value == 'auto': return
     try: d = torch.device(value)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"device={value!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(f"{label}={value!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if d.type == 'cuda': ok = torch.cuda.is_available() and (d.index or 0) < torch.cuda.device_count()
     elif d.type == 'mps': ok = 'mps' in available_devices()
     else: ok = d.type == 'cpu'
-    if not ok: raise ConfigError(f"device={value!r} is not available on this machine; it has: {', '.join(available_devices())} (or use auto)")
+    if not ok: raise ConfigError(f"{label}={value!r} is not available on this machine; "
+                                 f"it has: {', '.join(available_devices())} (or use auto)")
+
+def _check_setting(name, value, label=None):
+    "Raise `ConfigError` unless `value` is allowed for setting `name`, named `label` (`LESSONS_SIZE`) in the message."
+    label = label or name
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{label}={value!r} is not allowed; choose one of: {', '.join(CHOICES[name])}")
+    if name == 'device': _check_device(value, label)
+    if name == 'seed':
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{label}={value!r} is not an integer")
+        if not 0 <= value <= MAX_SEED: raise ConfigError(f"{label}={value} is out of range; use 0 to {MAX_SEED}")
+    if name == 'resume' and not isinstance(value, bool): raise ConfigError(f"{label}={value!r} is not True or False")
 
 # %% ../nbs/00_core.ipynb #f06c4f65
 @dataclass(frozen=True)
@@ -71,13 +83,8 @@ class Config:
     resume: bool = False       # continue from the checkpoints in `out` instead of training again
 
     def __post_init__(self):
-        for k in CHOICES: _check_choice(k, getattr(self, k))
-        _check_device(self.device)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed={self.seed!r} is not an integer")
-        if not 0 <= self.seed <= MAX_SEED: raise ConfigError(f"seed={self.seed} is out of range; use 0 to {MAX_SEED}")
-        if not isinstance(self.resume, bool): raise ConfigError(f"resume={self.resume!r} is not True or False")
-        if self.out is not None: object.__setattr__(self, 'out', str(self.out))
+        for f in fields(self): _check_setting(f.name, getattr(self, f.name))
+        if self.out is not None: object.__setattr__(self, 'out', os.path.expanduser(str(self.out)))   # `~/x`: home
 
 # %% ../nbs/00_core.ipynb #4439e51d
 _TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
@@ -102,6 +109,8 @@ def get_config(environ=None, **overrides) -> Config:
     bad = set(overrides) - set(names)
     if bad: raise ConfigError(f"unknown setting(s) {sorted(bad)}; the settings are {names}")
     kw = {n: _from_env(n, environ) for n in names}
+    for n, v in kw.items():               # a bad variable is named as such (an override replaces it unread)
+        if v is not None and overrides.get(n) is None: _check_setting(n, v, ENV_PREFIX + n.upper())
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return Config(**{k: v for k, v in kw.items() if v is not None})
 
@@ -180,7 +189,7 @@ def _umask() -> int:
 def atomic_write(path, write_fn):
     "Call `write_fn(tmp_path)` then atomically rename the temp file to `path`; no half file is ever left at `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.{os.getpid()}-', suffix='.tmp'); os.close(fd)
     try:
         write_fn(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
@@ -209,12 +218,105 @@ def default_out() -> Path:
     root = Path(lessons_lib.__file__).resolve().parent.parent
     return (root if (root/'pyproject.toml').is_file() else Path.cwd())/'results'
 
-def _stale_temps(d: Path) -> list:
-    "The temporary files `atomic_write` leaves when killed: `.NAME.XXXX.tmp` under `d`."
-    return [p for p in d.rglob('.*.tmp') if p.is_file()]
+STALE_TEMP_AGE = 3600     # seconds after which a temp file without its writer's pid counts as left behind
+_TEMP_PID = re.compile(r'\.(\d+)-\w+\.tmp$')
 
+def _pid_running(pid: int) -> bool:
+    "Whether process `pid` runs (a zombie has ended)."
+    try: return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error: return False
+
+def _left_behind(p: Path, now: float) -> bool:
+    "Whether the temp file `p` was left by a writer that has ended: its pid is gone, or, without one, it is old."
+    m = _TEMP_PID.search(p.name)
+    if m: return not _pid_running(int(m.group(1)))
+    try: return now - p.stat().st_mtime > STALE_TEMP_AGE
+    except OSError: return False
+
+def remove_stale_temps(d) -> list:
+    "Remove the `.NAME.PID-XXXXXX.tmp` files of `atomic_write` under `d` whose writer has ended; return them."
+    now, gone = time.time(), []
+    for p in Path(d).rglob('.*.tmp'):
+        if p.is_file() and _left_behind(p, now): p.unlink(missing_ok=True); gone.append(p)
+    return gone
+
+# %% ../nbs/00_core.ipynb #lck00002
+LOCK_FILE = '.lesson7.lock'   # in an output folder while a run writes there
+_held = {}                    # lock file -> (open file descriptor, pid), of the folder this process holds
+
+class FolderInUseError(LessonsError):
+    "Another live run writes into the same output folder."
+
+def _process_info(p=None) -> dict:
+    "Pid, start time and command line of process `p` (default: this one), as a lock file records its holder."
+    p = p or psutil.Process()
+    return dict(pid=p.pid, started=p.create_time(), cmd=' '.join(p.cmdline()))
+
+def _running(info: dict) -> bool:
+    "Whether the process `info` records still runs: the same pid with the same start time (a reused pid is not it)."
+    try: p = psutil.Process(int(info['pid']))
+    except (psutil.Error, KeyError, TypeError, ValueError): return False
+    try: return abs(p.create_time() - float(info['started'])) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, KeyError, TypeError, ValueError): return False
+
+def _runs_me(info: dict) -> bool:
+    "Whether `info` records this process or one it descends from (`lesson7`, for the kernel that runs its lesson)."
+    me = psutil.Process()
+    return _running(info) and info['pid'] in {p.pid for p in (me, *me.parents())}
+
+def _os_lock(fd):
+    "Take the OS's lock on `fd` without waiting: True, False (another process holds it), None (no locks here)."
+    try: import fcntl
+    except ImportError: return None                       # (Windows: the holder's pid alone decides)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); return True
+    except BlockingIOError: return False
+    except OSError: return None                           # a file system without locks
+
+def _read_lock(f) -> dict:
+    "What the lock file `f` says of its holder ({} if nothing yet)."
+    try: return json.loads(Path(f).read_text() or '{}')
+    except (OSError, ValueError): return {}
+
+def _in_use(d, info) -> FolderInUseError:
+    "The one-line refusal of folder `d`, naming its holder."
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info['started']))
+    return FolderInUseError(f"output folder {d} is in use by another run: pid {info['pid']}, started {when}, "
+                            f"`{info.get('cmd', '?')[:100]}`; wait for it to end (or stop it), or choose another --out")
+
+def claim_folder(d) -> Path:
+    "Hold output folder `d` until this process ends or claims another; `FolderInUseError` if another run holds it."
+    d = Path(d); f = d/LOCK_FILE
+    if not is_main_process() or f in _held: return d
+    for _ in range(50):
+        fd = os.open(f, os.O_RDWR | os.O_CREAT, 0o666)
+        got, info = _os_lock(fd), _read_lock(f)
+        if got is False or (got is None and _running(info) and info['pid'] != os.getpid()):   # another process has it
+            os.close(fd)
+            if _runs_me(info): return d                  # held by the process that started this one: write under it
+            if _running(info): raise _in_use(d, info)
+            time.sleep(0.1); continue                    # its new holder has not written its name yet: look again
+        try: same = os.fstat(fd).st_ino == os.stat(f).st_ino
+        except FileNotFoundError: same = False
+        if not same: os.close(fd); continue              # its holder removed it as it let go: take the new one
+        os.ftruncate(fd, 0); os.write(fd, json.dumps(_process_info()).encode())
+        release_folders(); _held[f] = fd, os.getpid()
+        return d
+    raise FolderInUseError(f"output folder {d} is locked ({f}) by a process that has not said who it is; stop the "
+                           f"lesson7 runs (and the processes they started) writing there, or choose another --out")
+
+def release_folders():
+    "Let go of the folder this process holds: when it claims another lesson's, and at exit."
+    for f, (fd, pid) in list(_held.items()):
+        try:                                      # (not in a forked child: the lock is its parent's)
+            if pid == os.getpid() and os.fstat(fd).st_ino == os.stat(f).st_ino: os.unlink(f)   # a claimant sees it gone
+        except OSError: pass
+        os.close(fd); del _held[f]
+
+atexit.register(release_folders)
+
+# %% ../nbs/00_core.ipynb #lsd00001
 def lesson_dir(cfg: Config, lesson: str) -> Path:
-    "`out/lesson`, created, checked writable, and cleared of stale temp files; a one-line `LessonsError` if it cannot be used."
+    "`out/lesson`: made, checked writable, claimed, rid of dead writers' temp files; else a one-line `LessonsError`."
     d = Path(cfg.out or default_out())/lesson
     for p in (d, *d.parents):
         if p.exists():
@@ -226,7 +328,7 @@ def lesson_dir(cfg: Config, lesson: str) -> Path:
     try: probe.write_bytes(b''); probe.unlink()
     except OSError as e: raise LessonsError(f"output folder {d} is not writable ({e.strerror}); choose another --out") from None
     if is_main_process():                 # (the other processes of a distributed run write nothing, and clear nothing rank 0 writes)
-        for p in _stale_temps(d): p.unlink(missing_ok=True)
+        claim_folder(d); remove_stale_temps(d)
     return d
 
 def hardware_used(cfg: Config) -> dict:
@@ -242,3 +344,12 @@ def save_metrics(cfg: Config, lesson: str, metrics: dict) -> Path:
     "Write `metrics` with the config that produced them and `hardware_used` to `out/lesson/metrics.json`; return the path."
     return save_json({**metrics, 'size': cfg.size, 'data': cfg.data, 'config': asdict(cfg), 'hardware': hardware_used(cfg)},
                      lesson_dir(cfg, lesson)/'metrics.json')
+
+# %% ../nbs/00_core.ipynb #shown001
+def shown(path, root=None) -> str:
+    "`path` as the lessons print it: inside the output folder `root` (default: this run's) as `results/...`, else with `~`."
+    p, root = Path(path).resolve(), Path(root or get_config().out or default_out()).expanduser().resolve()
+    if p.is_relative_to(root): return str(Path(root.name)/p.relative_to(root))
+    home = Path.home().resolve()
+    return str(Path('~')/p.relative_to(home)) if p.is_relative_to(home) else str(p)
+

@@ -6,13 +6,13 @@ Docs: https://lessons-lib.github.io/lessons_lib/crappify.html.md"""
 
 # %% ../nbs/03a_crappify.ipynb #0db7af70
 from __future__ import annotations
-import hashlib, io, os, random, warnings
+import contextlib, hashlib, io, os, random, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from fastcore.parallel import parallel
-from .core import LessonsError, atomic_write
-from .data import cache_dir
+from .core import LessonsError, atomic_write, remove_stale_temps
+from .data import cache_dir, ready_cache, cache_writes, read_manifest, write_manifest, file_digest
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'CRAPPIFY_VERSION', 'to_rgb', 'name_seed', 'watermark_params', 'watermark_box', 'crappy_size',
@@ -96,17 +96,18 @@ def crappify_grid(pairs, n=4, scale=2.):
 class CrappifyError(LessonsError):
     "An image could not be read for crappifying."
 
-def _crappify_one(item, scale=2., min_side=None, min_size=0):
-    "Worker: crappify `item` = (src, dest, name) unless `dest` exists; returns 'done', 'cached' or the size if too small."
+def _crappify_one(item, scale=2., min_side=None, min_size=0, redo=()):
+    "Worker: crappify `item` = (src, dest, name) unless `dest` exists and is not in `redo`; return what it did."
     src, dest, name = item
-    if dest.exists(): return 'cached'
+    if dest.exists() and dest not in redo: return 'cached', None
     try:
         with Image.open(src) as im: im.load(); img = im.copy()
-    except Exception as e: raise CrappifyError(f"{src} is not a readable image ({type(e).__name__}: {e}); remove or replace it") from None
-    if min(img.size) < min_size: return img.size
+    except Exception as e:
+        raise CrappifyError(f"{src} is not a readable image ({type(e).__name__}: {e}); remove or replace it") from None
+    if min(img.size) < min_size: return 'small', img.size
     data = crappify_jpeg(img, name, scale, min_side)
     atomic_write(dest, lambda p: p.write_bytes(data))
-    return 'done'
+    return 'done', hashlib.sha256(data).hexdigest()
 
 # %% ../nbs/03a_crappify.ipynb #ff1441e3
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')
@@ -116,20 +117,47 @@ def variant_name(name, i) -> str:
     "The name that seeds variant `i` of the image called `name`: `name` itself for 0, else `stem~i.suffix`."
     return str(name) if i == 0 else f'{Path(name).stem}~{i}{Path(name).suffix}'
 
+def _decodes(path) -> bool:
+    "Whether the image at `path` decodes whole."
+    try:
+        with Image.open(path) as im: im.load()
+        return True
+    except Exception: return False
+
+def _check_cached(dest, items, digests) -> tuple:
+    "The digests of the outputs of `items` that are good, and the set of the damaged ones (each said in one line)."
+    digests, damaged = dict(digests), set()
+    for _, d, _ in items:
+        if not d.exists(): continue
+        rel, h = d.relative_to(dest).as_posix(), file_digest(d, 64)
+        if digests.get(rel) == h: continue
+        if rel not in digests and _decodes(d): digests[rel] = h; continue     # made before digests were recorded
+        print(f"lessons_lib: the cached crappified image {d} is damaged (truncated or changed): making it again")
+        digests.pop(rel, None); damaged.add(d)
+    return digests, damaged
+
 def crappify_folder(src, scale=2., min_side=None, min_size=0, variants=1, n_workers=None, dest=None) -> list:
-    "Crappify the images under `src` into a cache folder (in parallel, atomically, once); return (original, crappy) path pairs."
-    src = Path(src)
+    "Crappify the images under `src` into a cache folder (in parallel, atomically, once); return (photo, crappy) pairs."
+    src, in_cache = Path(src), dest is None
     if not src.is_dir(): raise CrappifyError(f"{src} is not a folder of images")
     files = sorted(f for f in src.rglob('*') if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith('.'))
     key = hashlib.sha256(f'{src.resolve()}|{scale}|{min_side}|{CRAPPIFY_VERSION}'.encode()).hexdigest()[:12]
     dest = Path(dest) if dest else cache_dir()/f'crappy-{src.name}-{key}'
-    for stale in dest.rglob('.*.tmp') if dest.is_dir() else []: stale.unlink(missing_ok=True)
-    items = [(f, dest/f.relative_to(src).with_name(Path(variant_name(f.name, i)).stem + '.jpg'), variant_name(f.name, i))
-             for f in files for i in range(variants)]
-    todo = sum(not d.exists() for _, d, _ in items)
-    if n_workers is None: n_workers = (os.cpu_count() or 1) if todo >= 8 * (os.cpu_count() or 1) else 0
-    res = parallel(_crappify_one, items, scale=scale, min_side=min_side, min_size=min_size, n_workers=n_workers,
-                   chunksize=max(1, len(items) // (8 * max(1, n_workers))), progress=todo > 100)
-    for (f, _, n), r in zip(items, res):
-        if isinstance(r, tuple) and n == f.name: warnings.warn(f"skipped {f}: its size {r[0]}x{r[1]} is below the minimum side {min_size} px")
-    return [(f, d) for (f, d, _), r in zip(items, res) if not isinstance(r, tuple)]
+    out = lambda f, i: dest/f.relative_to(src).with_name(Path(variant_name(f.name, i)).stem + '.jpg')
+    items = [(f, out(f, i), variant_name(f.name, i)) for f in files for i in range(variants)]
+    with cache_writes(dest.parent) if in_cache else contextlib.nullcontext():
+        if dest.is_dir(): remove_stale_temps(dest)     # of writers that have ended: another process may be writing here
+        known = read_manifest(dest)
+        digests, redo = _check_cached(dest, items, known)
+        todo = sum(not d.exists() or d in redo for _, d, _ in items)
+        if todo and in_cache: ready_cache(dest)
+        if n_workers is None: n_workers = (os.cpu_count() or 1) if todo >= 8 * (os.cpu_count() or 1) else 0
+        chunk = max(1, len(items) // (8 * max(1, n_workers)))
+        res = parallel(_crappify_one, items, scale=scale, min_side=min_side, min_size=min_size, redo=redo,
+                       n_workers=n_workers, chunksize=chunk, progress=todo > 100)
+        digests.update({d.relative_to(dest).as_posix(): v for (_, d, _), (s, v) in zip(items, res) if s == 'done'})
+        if digests != known: write_manifest(dest, digests)
+    for (f, _, n), (s, v) in zip(items, res):
+        if s == 'small' and n == f.name:
+            warnings.warn(f"skipped {f}: its size {v[0]}x{v[1]} is below the minimum side {min_size} px")
+    return [(f, d) for (f, d, _), (s, _) in zip(items, res) if s != 'small']

@@ -6,25 +6,37 @@ Docs: https://lessons-lib.github.io/lessons_lib/data.html.md"""
 
 # %% ../nbs/00a_data.ipynb #94c9e10c
 from __future__ import annotations
-import os, shutil, hashlib, zipfile, uuid, subprocess
+import os, shutil, hashlib, zipfile, uuid, subprocess, json, errno
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from .core import Config, LessonsError, get_config
+from .core import Config, LessonsError, get_config, atomic_write
 
 # %% auto #0
-__all__ = ['DataError', 'repo_data_dir', 'cache_dir', 'embedded_file', 'load_mnist_arrays', 'file_digest', 'materialize',
-           'course_data', 'mnist_path', 'embedded_photo_files', 'photos_path']
+__all__ = ['DataError', 'CacheError', 'repo_data_dir', 'cache_dir', 'embedded_file', 'load_mnist_arrays', 'ready_cache',
+           'cache_writes', 'file_digest', 'manifest_file', 'folder_digests', 'write_manifest', 'read_manifest',
+           'damaged_file', 'materialize', 'course_data', 'mnist_path', 'embedded_photo_files', 'photos_path']
 
 # %% ../nbs/00a_data.ipynb #efa3a777
 class DataError(LessonsError):
     "An embedded data file is missing or unreadable, or a course dataset cannot be downloaded."
 
-def repo_data_dir() -> Path:
-    "The `data/` folder of this repository (override with `LESSONS_DATA_DIR`)."
+class CacheError(DataError):
+    "The cache folder (`LESSONS_CACHE`) cannot be made or written."
+
+def _data_candidates() -> list:
+    "Where the embedded data may be, in order: the repository's `data/` (a checkout), the installed package's `_data/`."
     import lessons_lib
-    return Path(os.environ.get('LESSONS_DATA_DIR') or Path(lessons_lib.__file__).resolve().parent.parent/'data')
+    pkg = Path(lessons_lib.__file__).resolve().parent
+    return [*([pkg.parent/'data'] if (pkg.parent/'pyproject.toml').is_file() else []), pkg/'_data']
+
+def repo_data_dir() -> Path:
+    "The embedded data: `LESSONS_DATA_DIR`, else the repository's `data/` (a checkout), else the package's `_data/`."
+    if os.environ.get('LESSONS_DATA_DIR'): return Path(os.environ['LESSONS_DATA_DIR'])
+    found = _data_candidates()
+    return next((d for d in found if d.is_dir()), found[0])
 
 def cache_dir() -> Path:
     "Where materialized datasets live (override with `LESSONS_CACHE`; default `~/.cache/lessons_lib`)."
@@ -38,9 +50,16 @@ def _tracked(rel) -> bool:
                                capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError): return False
 
+def _installed() -> bool:
+    "Whether the embedded data in use is the installed package's `_data/` (no repository, no git)."
+    return not os.environ.get('LESSONS_DATA_DIR') and repo_data_dir() == _data_candidates()[-1]
+
 def _restore_hint(rel, missing=False):
-    "What to do about a missing or damaged `data/rel`: restore it from git if git tracks it; else regenerate, or remove or replace it."
-    if _tracked(rel): return f"restore it with `git checkout -- data/{rel}`, or regenerate data/ with `python data/make_data.py`"
+    "What to do about a missing or damaged `data/rel`: reinstall, restore it from git, regenerate, or replace it."
+    if _installed():
+        return "the installed lessons_lib is damaged: reinstall it (pip install --force-reinstall lessons_lib)"
+    if _tracked(rel):
+        return f"restore it with `git checkout -- data/{rel}`, or regenerate data/ with `python data/make_data.py`"
     if missing: return "regenerate data/ with `python data/make_data.py`"
     return "it is not a file of this repository: remove or replace it (data/make_data.py regenerates the embedded data)"
 
@@ -56,31 +75,116 @@ def load_mnist_arrays():
     try:
         with np.load(p) as d: x, y = d['x'], d['y']
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as e:
-        raise DataError(f"embedded data file {p} is unreadable ({type(e).__name__}: {e}); {_restore_hint('mnist_5k.npz')}") from None
+        raise DataError(f"embedded data file {p} is unreadable ({type(e).__name__}: {e}); "
+                        f"{_restore_hint('mnist_5k.npz')}") from None
     if x.dtype != np.uint8 or x.shape[1:] != (28, 28) or len(x) != len(y):
         raise DataError(f"embedded data file {p} holds {x.dtype} {x.shape} images for {len(y)} labels, "
                         f"expected uint8 (N, 28, 28); {_restore_hint('mnist_5k.npz')}")
     return x, y
 
 # %% ../nbs/00a_data.ipynb #02b0bec3
+def _cache_setting() -> str:
+    "Where the cache folder's path came from, for messages."
+    v = os.environ.get('LESSONS_CACHE')
+    return f"LESSONS_CACHE={v}" if v else "LESSONS_CACHE is unset, so the default"
+
+def _cache_error(d, why) -> CacheError:
+    "A one-line `CacheError`: the cache folder `d` cannot be used because of `why`, and what to do."
+    return CacheError(f"the cache folder {d} ({_cache_setting()}) {why}; "
+                      "set LESSONS_CACHE to a writable folder with free space")
+
+def ready_cache(d=None) -> Path:
+    "`d` (default `cache_dir()`), made and checked writable; else a one-line `CacheError` naming `LESSONS_CACHE`."
+    d = Path(d or cache_dir())
+    try:
+        blocker = next((p for p in (d, *d.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir(): raise _cache_error(d, f"cannot be made: {blocker} is a file")
+        d.mkdir(parents=True, exist_ok=True)
+        probe = d/f'.write-test-{os.getpid()}'
+        probe.write_bytes(b''); probe.unlink()
+    except OSError as e: raise _cache_error(d, f"is not writable ({e.strerror})") from None
+    return d
+
+@contextmanager
+def cache_writes(d):
+    "Turn a write that fails under the cache folder `d` (disk full, read-only) into a one-line `CacheError`."
+    try: yield
+    except OSError as e:
+        inside = e.filename is not None and Path(os.path.abspath(e.filename)).is_relative_to(os.path.abspath(d))
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or (inside and e.errno in (errno.EACCES, errno.EPERM)):
+            raise _cache_error(d, f"could not be written ({e.strerror})") from None
+        raise
+
+# %% ../nbs/00a_data.ipynb #dd31a004
 def file_digest(path, n=12) -> str:
     "First `n` hex digits of the sha256 of the file at `path`."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:n]
 
+def manifest_file(d) -> Path:
+    "Where the digests of the folder `d` are kept: `.NAME.manifest.json` beside it (not inside: its listing stays)."
+    d = Path(d)
+    return d.parent/f'.{d.name}.manifest.json'
+
+def folder_digests(d) -> dict:
+    "`{relative path: sha256}` of every file under `d` (temporary files aside)."
+    d = Path(d)
+    return {p.relative_to(d).as_posix(): file_digest(p, 64) for p in sorted(d.rglob('*'))
+            if p.is_file() and not p.name.endswith('.tmp')}
+
+def write_manifest(d, digests=None) -> Path:
+    "Record `digests` (default: `folder_digests(d)`) in `manifest_file(d)`, atomically."
+    digests = folder_digests(d) if digests is None else digests
+    return atomic_write(manifest_file(d), lambda p: p.write_text(json.dumps(digests, indent=0, sort_keys=True)))
+
+def read_manifest(d) -> dict:
+    "The digests recorded for the folder `d`; {} if there are none or they are unreadable."
+    try: m = json.loads(manifest_file(d).read_text())
+    except (OSError, ValueError): return {}
+    return m if isinstance(m, dict) else {}
+
+def damaged_file(d, digests) -> str | None:
+    "The first file of `digests` that is missing under `d` or no longer has its digest, or None."
+    d = Path(d)
+    return next((rel for rel, h in digests.items() if not (d/rel).is_file() or file_digest(d/rel, 64) != h), None)
+
+# %% ../nbs/00a_data.ipynb #dd31a006
+def _damage(dest) -> str | None:
+    "Why the materialized folder `dest` cannot be trusted (no manifest; a file missing or changed), or None."
+    digests = read_manifest(dest)
+    if not digests: return f"{manifest_file(dest).name} is missing or unreadable (an older version's, or cut short)"
+    bad = damaged_file(dest, digests)
+    return None if bad is None else f"{dest/bad} is not what was built there (truncated or changed)"
+
+def _mend(dest, tmp):
+    "Move each file of `tmp` over its namesake in `dest`, one atomic rename each (a reader never misses a file)."
+    for p in sorted(tmp.rglob('*')):
+        if p.is_file():
+            q = dest/p.relative_to(tmp)
+            q.parent.mkdir(parents=True, exist_ok=True); os.replace(p, q)
+
 def materialize(name, build_fn) -> Path:
     "Return `cache_dir()/name`, first building it with `build_fn(tmp_dir)` into a temp dir renamed into place."
-    root = cache_dir(); root.mkdir(parents=True, exist_ok=True)
-    dest = root/name
-    if dest.is_dir(): return dest
-    for stale in root.glob(f'.{name}.tmp-*'): shutil.rmtree(stale, ignore_errors=True)
-    tmp = root/f'.{name}.tmp-{uuid.uuid4().hex[:8]}'
-    tmp.mkdir()
-    try:
-        build_fn(tmp)
-        try: tmp.rename(dest)
-        except OSError:   # another process finished first: keep theirs
-            if not dest.is_dir(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    dest = cache_dir()/name
+    if dest.is_dir():
+        why = _damage(dest)
+        if why is None: return dest
+        print(f"lessons_lib: rebuilding the cache folder {dest}: {why}")
+    root = ready_cache()
+    with cache_writes(root):
+        for stale in root.glob(f'.{name}.tmp-*'): shutil.rmtree(stale, ignore_errors=True)
+        tmp = root/f'.{name}.tmp-{uuid.uuid4().hex[:8]}'
+        tmp.mkdir()
+        try:
+            build_fn(tmp)
+            digests = folder_digests(tmp)
+            if dest.is_dir(): _mend(dest, tmp)
+            else:
+                try: tmp.rename(dest)
+                except OSError:   # another process finished first: keep theirs (and the digests it records)
+                    if not dest.is_dir(): raise
+                    return dest
+            write_manifest(dest, digests)
+        finally: shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 # %% ../nbs/00a_data.ipynb #ac50550c

@@ -15,7 +15,7 @@ from torch import nn
 from PIL import Image
 from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
-from .core import Config, pick, get_device, seed_everything, atomic_write, loop_amp_dtype
+from .core import Config, pick, get_device, seed_everything, atomic_write, loop_amp_dtype, shown
 from .weights import save_checkpoint, load_checkpoint, CheckpointError
 from .train import Stage, checkpoint_meta, load_parts, AmpStep
 from .losses import imagenet_mse, feature_loss
@@ -75,11 +75,11 @@ def pretrained_generator(cfg: Config, gs: GanSettings, st: SuperresSettings, pai
         if not ck.is_file(): continue
         meta = generator_meta(ck)                # a damaged or foreign file fails here, naming itself
         if {k: meta.get(k) for k in want} == want:
-            if verbose: print(f'pretrained generator: {ck}')
-            return dict(path=ck, seconds=0., source=str(ck))
-        if verbose: print(f"pretrained generator: {ck} was trained with size={meta.get('size')}, data={meta.get('data')}; not used")
+            if verbose: print(f'pretrained generator: {shown(ck)}')
+            return dict(path=ck, seconds=0., source=shown(ck))
+        if verbose: print(f"pretrained generator: {shown(ck)} was trained with size={meta.get('size')}, data={meta.get('data')}; not used")
     stages = gs.gen_brief or st.mse_stages
-    if verbose: print(f"pretrained generator: none from lesson 3 in {out.parent/'superres'}; training one here with MSE, "
+    if verbose: print(f"pretrained generator: none from lesson 3 in {shown(out.parent/'superres')}; training one here with MSE, "
                       f"{sum(s.epochs for s in stages)} epochs ({'a short schedule' if gs.gen_brief else 'lesson 3s schedule'})")
     seed_everything(cfg)
     gen = superres_generator(cfg, st.encoder, st.widths)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .core import Config
+from .core import Config, shown
 from .data import mnist_path
 from .weights import load_checkpoint, CheckpointError, pretrained_model, ImageNetNorm
 from .train import train_classifier, checkpoint_meta, reseed
@@ -132,7 +132,7 @@ def digit_judge(cfg: Config, out, log=print) -> DigitJudge:
     if src is None:
         ck = out/'judge.pth'
         if ck.is_file(): ck.unlink()
-        log(f"judge: no finished lesson 1 ResNet in {out.parent/'resnet'}; training one ({st.resnet_epochs} epochs) into {ck}")
+        log(f"judge: no finished lesson 1 ResNet in {shown(out.parent/'resnet')}; training one ({st.resnet_epochs} epochs) into {shown(ck)}")
         reseed(cfg, dls)                                  # as lesson 1 does before its ResNet: the same seed gives the same network
         learn = train_classifier(make_model(st), dls, st.resnet_epochs, st.resnet_lr, wd=st.wd, ckpt=ck, meta=meta, name='judge')
         model, src = learn.model, ck

@@ -6,7 +6,7 @@ Docs: https://lessons-lib.github.io/lessons_lib/memory.html.md"""
 
 # %% ../nbs/00c_memory.ipynb #d92581f0
 from __future__ import annotations
-import gc, time
+import contextlib, gc, io, os, time
 import psutil, torch
 
 # %% auto #0
@@ -31,18 +31,34 @@ def _free_memory():
     if torch.cuda.is_available(): torch.cuda.empty_cache()
 
 # %% ../nbs/00c_memory.ipynb #75bbe673
-def _start_ipyexperiments(shell):
-    "Start the ipyexperiments backend that fits, or return None where it cannot run here."
+def _verbose_default() -> bool:
+    "Whether experiments report when not told: `LESSONS_VERBOSE` is 1, true, yes or on."
+    return os.environ.get('LESSONS_VERBOSE', '').lower() in ('1', 'true', 'yes', 'on')
+
+def _quiet(verbose):
+    "A context that hides what is printed, unless `verbose`."
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+
+_noted = set()
+
+def _note_once(key, msg):
+    "Print `msg` the first time `key` is seen in this process."
+    if key not in _noted: _noted.add(key); print(msg)
+
+def _start_ipyexperiments(shell, verbose=False):
+    "Start the ipyexperiments backend that fits (silent unless `verbose`), or return None where it cannot run here."
     if shell is None or getattr(shell, 'kernel', None) is None: return None
     from ipyexperiments import IPyExperimentsCPU, IPyExperimentsPytorch
-    if torch.cuda.is_available(): return IPyExperimentsPytorch(cl_enable=True)
-    return IPyExperimentsCPU(cl_enable=False)
+    with _quiet(verbose):
+        if torch.cuda.is_available(): return IPyExperimentsPytorch(cl_enable=verbose)    # (its per-cell report prints)
+        return IPyExperimentsCPU(cl_enable=False)
 
 # %% ../nbs/00c_memory.ipynb #be25e525
 class experiment:
     "Context manager that reports time and memory of a block and frees what it left; see the table above."
-    def __init__(self, name:str, keep=(), verbose=True):
-        self.name, self.keep_names, self.verbose = name, list(keep), verbose
+    def __init__(self, name:str, keep=(), verbose:bool=None):   # verbose: print the report (None: `LESSONS_VERBOSE`)
+        self.name, self.keep_names = name, list(keep)
+        self.verbose = _verbose_default() if verbose is None else verbose
         self.backend, self.report = None, {}
 
     def keep(self, *names):
@@ -51,7 +67,11 @@ class experiment:
 
     def __enter__(self):
         self.shell = _shell()
-        try: self.backend = _start_ipyexperiments(self.shell)
+        try: self.backend = _start_ipyexperiments(self.shell, self.verbose)
+        except ImportError as e:
+            self.backend = None
+            if self.verbose: _note_once('import', f"experiment: ipyexperiments is not available ({type(e).__name__}); "
+                                                  f"experiments use the light report (pip install 'lessons_lib[experiments]')")
         except Exception as e:
             self.backend = None
             if self.verbose: print(f"experiment {self.name!r}: ipyexperiments unavailable ({type(e).__name__}), using the light report")
@@ -81,8 +101,8 @@ class experiment:
             try:
                 ns, deleted = self.shell.user_ns, self._new_names()
                 mine = [n for n in set(ns) - self._names0 if isinstance(ns[n], experiment)]     # `with experiment(...) as exp`
-                self.backend.keep_var_names(*self.keep_names, *mine)
-                self.backend.finish(); self.backend = None
+                with _quiet(self.verbose): self.backend.keep_var_names(*self.keep_names, *mine); self.backend.finish()
+                self.backend = None
                 self.report = dict(seconds=secs, backend='ipyexperiments', deleted=deleted, kept=self.keep_names)
                 return False
             except Exception as e:

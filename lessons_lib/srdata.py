@@ -74,7 +74,9 @@ def superres_pairs(cfg: Config, ds: SRDataSettings) -> dict:
 # %% ../nbs/03b_srdata.ipynb #02359c61
 def image_tensor(img) -> torch.Tensor:
     "A PIL RGB image as a float tensor (3, h, w) in [0, 1]."
-    return torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1)
+    a = np.array(img, np.float32)              # a copy, even of a float array
+    a /= 255                                   # in place: one float copy of the image, not two
+    return torch.from_numpy(a).permute(2, 0, 1)
 
 def open_rgb(path) -> Image.Image:
     "The image at `path` as 8-bit RGB, EXIF rotation applied (`crappify.to_rgb`)."

@@ -6,7 +6,7 @@ Docs: https://lessons-lib.github.io/lessons_lib/superres.html.md"""
 
 # %% ../nbs/03_superres.ipynb #65e1b704
 from __future__ import annotations
-import copy, hashlib
+import copy, hashlib, os
 from dataclasses import dataclass, replace, asdict
 from pathlib import Path
 import numpy as np
@@ -29,12 +29,12 @@ from .srdata import SRDataSettings, COURSE_DATA, superres_dls, image_tensor
 from .unet import Unet, build_unet, default_encoder, unet_splitter
 
 # %% auto #0
-__all__ = ['COURSE_STAGES', 'SUPERRES_SIZES', 'WM_MARGIN', 'JOBS', 'SuperresSettings', 'superres_settings', 'ResidualGenerator',
-           'superres_generator', 'generator_splitter', 'save_generator', 'generator_meta', 'load_generator',
-           'upscale_tensor', 'upscale_image', 'evaluate_superres', 'quality_table', 'jobs_table', 'psnr_metric',
-           'superres_learner', 'HeldOutPSNR', 'KeepBest', 'train_generator', 'epoch_table', 'training_curves',
-           'feature_start', 'comparison_grid', 'error_difference_figure', 'blockiest_window', 'blocks_figure',
-           'upscale_files']
+__all__ = ['COURSE_STAGES', 'SUPERRES_SIZES', 'GENERATOR_ARCH', 'MAX_MEGAPIXELS', 'WM_MARGIN', 'JOBS', 'SuperresSettings',
+           'superres_settings', 'ResidualGenerator', 'superres_generator', 'generator_splitter', 'save_generator',
+           'generator_meta', 'load_generator', 'UpscaleInputError', 'tile_boxes', 'run_tiles', 'upscale_tensor',
+           'upscale_image', 'evaluate_superres', 'quality_table', 'jobs_table', 'psnr_metric', 'superres_learner',
+           'HeldOutPSNR', 'KeepBest', 'train_generator', 'epoch_table', 'training_curves', 'feature_start',
+           'comparison_grid', 'error_difference_figure', 'blockiest_window', 'blocks_figure', 'upscale_files']
 
 # %% ../nbs/03_superres.ipynb #e59b2ebb
 COURSE_STAGES = (Stage(128, 32, 10, 1e-2, frozen=True, pct_start=0.9), Stage(128, 32, 10, (1e-5, 1e-3), pct_start=0.9),
@@ -101,14 +101,33 @@ def generator_meta(path) -> dict:
     ck = load_checkpoint(path)
     return ck.get('meta', {}) if isinstance(ck, dict) else {}
 
+GENERATOR_ARCH = ('encoder', 'widths', 'self_attention')    # what `save_generator` records to rebuild the model
+
+def _build_from(arch: dict, cfg: Config) -> ResidualGenerator:
+    "A fresh generator of the architecture `arch` a checkpoint records; a `TypeError` for settings it does not know."
+    unknown = sorted(set(arch) - set(GENERATOR_ARCH))
+    if unknown: raise TypeError(f"unknown settings {unknown}")
+    return superres_generator(replace(cfg, pretrained='off'), **arch)
+
 def load_generator(path, cfg: Config | None = None) -> ResidualGenerator:
     "Rebuild the generator saved at `path` by `save_generator` and load its weights (on the CPU; move it with `.to`)."
     ck = load_checkpoint(path)
-    if not isinstance(ck, dict) or 'arch' not in ck: raise CheckpointError(f"checkpoint {path} is not a generator saved by save_generator")
-    gen = superres_generator(replace(cfg or get_config(), pretrained='off'), **ck['arch'])
+    arch = ck.get('arch') if isinstance(ck, dict) else None
+    if not isinstance(arch, dict):
+        raise CheckpointError(f"checkpoint {path} is not a generator saved by save_generator")
+    try: gen = _build_from(arch, cfg or get_config())
+    except (LessonsError, TypeError, ValueError, AttributeError) as e:
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+        raise CheckpointError(f"checkpoint {path} holds a generator of another architecture ({arch}) that lessons_lib "
+                              f"cannot build ({why}); use one saved by save_generator") from None
     return load_weights(gen, path).eval()
 
 # %% ../nbs/03_superres.ipynb #324f9f6d
+class UpscaleInputError(LessonsError, ValueError):
+    "An input of `upscale_tensor`, `upscale_image` or `upscale_files` is not of a type, shape or range they take."
+
+MAX_MEGAPIXELS = 150   # the largest output `upscale_image` makes: 600 MB as 8-bit RGB (PIL keeps 4 bytes a pixel)
+
 def _run_padded(gen, x):
     "`gen` on batch `x`, reflect-padded at the bottom and right to multiples of `gen.stride`, cropped back."
     h, w = x.shape[-2:]
@@ -116,31 +135,120 @@ def _run_padded(gen, x):
     mode = 'reflect' if ph < h and pw < w else 'replicate'
     return gen(F.pad(x, (0, pw, 0, ph), mode=mode))[..., :h, :w]
 
+def tile_boxes(h, w, tile=512, overlap=64) -> list:
+    "The tiles of an (h, w) image, row by row: ((top, left, bottom, right), that box grown by `overlap`)."
+    boxes = []
+    for t in range(0, h, tile):
+        for l in range(0, w, tile):
+            b, r = min(t + tile, h), min(l + tile, w)
+            grown = max(0, t - overlap), max(0, l - overlap), min(h, b + overlap), min(w, r + overlap)
+            boxes.append(((t, l, b, r), grown))
+    return boxes
+
 @torch.no_grad()
-def upscale_tensor(gen, x: torch.Tensor, tile=512, overlap=64, progress=None) -> torch.Tensor:
-    "`gen` (in eval mode) on a whole image `x` (3, h, w) of any size, tiled above `tile` px; `progress(i, n)` after each tile (None: a bar if many)."
+def run_tiles(gen, h, w, read, write, tile=512, overlap=64, progress=None):
+    "`gen` (in eval mode) over an (h, w) image, tile by tile: `write(box, y)` gets its output on `read(grown box)`."
     was_training, dev = gen.training, next(gen.parameters()).device
+    boxes = tile_boxes(h, w, tile, overlap)
+    shown = progress_bar(boxes, leave=False) if progress is None and len(boxes) > 4 else boxes
     gen.eval()
     try:
-        x = x[None].to(dev)
-        h, w = x.shape[-2:]
-        if h <= tile and w <= tile: return _run_padded(gen, x)[0].cpu()
-        out = torch.empty_like(x)
-        tiles = [(t, l) for t in range(0, h, tile) for l in range(0, w, tile)]
-        for k, (t, l) in enumerate(progress_bar(tiles, leave=False) if progress is None and len(tiles) > 4 else tiles):
-            b, r = min(t + tile, h), min(l + tile, w)
-            t0, l0, b0, r0 = max(0, t - overlap), max(0, l - overlap), min(h, b + overlap), min(w, r + overlap)
-            out[..., t:b, l:r] = _run_padded(gen, x[..., t0:b0, l0:r0])[..., t - t0: b - t0, l - l0: r - l0]
-            if callable(progress): progress(k + 1, len(tiles))
-        return out[0].cpu()
+        for k, ((t, l, b, r), (t0, l0, b0, r0)) in enumerate(shown):
+            y = _run_padded(gen, read((t0, l0, b0, r0))[None].to(dev))
+            write((t, l, b, r), y[0, :, t - t0:b - t0, l - l0:r - l0].float().cpu())
+            if callable(progress): progress(k + 1, len(boxes))
     finally: gen.train(was_training)
 
-def upscale_image(gen, img: Image.Image, size=None, scale=2., progress=None) -> Image.Image:
-    "Upscale PIL `img` (EXIF rotation applied first) to `size` (w, h) (default `scale`x its size): bicubic, then the generator."
-    img = to_rgb(img)
-    size = size or (round(img.width * scale), round(img.height * scale))
-    y = upscale_tensor(gen, image_tensor(img.resize(size, Image.BICUBIC)), progress=progress)
-    return Image.fromarray((y.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
+def _check_tensor(x):
+    "Raise `UpscaleInputError` unless `x` is a float tensor (3, h, w) of finite values in [0, 1]."
+    say = lambda msg: UpscaleInputError(f"upscale_tensor takes {msg}")
+    if not torch.is_tensor(x):
+        raise say(f"a tensor (3, h, w), got a {type(x).__name__}; for an image, path or array use upscale_image")
+    if x.dim() != 3 or x.shape[0] != 3 or 0 in x.shape:
+        raise say(f"one RGB image of shape (3, h, w), got shape {tuple(x.shape)}")
+    if not x.is_floating_point(): raise say(f"floats in [0, 1], got {x.dtype}: pass x.float() / 255")
+    n_bad = int((~torch.isfinite(x)).sum())
+    if n_bad: raise say(f"values in [0, 1], got {n_bad} NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        fix = 'values 0-255? divide by 255' if hi > 2 else 'clamp it'
+        raise say(f"values in [0, 1], got {lo:.4g} to {hi:.4g}: {fix}")
+
+def upscale_tensor(gen, x: torch.Tensor, tile=512, overlap=64, progress=None) -> torch.Tensor:
+    "`gen` on a whole image `x` (3, h, w) in [0, 1], tiled above `tile` px; `progress(i, n)` after each tile."
+    _check_tensor(x)
+    out = torch.empty(x.shape, dtype=torch.float32)
+    def write(box, y): t, l, b, r = box; out[:, t:b, l:r] = y
+    run_tiles(gen, *x.shape[-2:], lambda box: x[:, box[0]:box[2], box[1]:box[3]], write, tile, overlap, progress)
+    return out
+
+# %% ../nbs/03_superres.ipynb #e7a1c001
+def _unreadable(path, e) -> UpscaleInputError:
+    "The error for an image file at `path` that did not decode (`e`)."
+    return UpscaleInputError(f"image {path} is not a readable image ({type(e).__name__}: {e})")
+
+def _check_image_file(path, scale=None) -> Path:
+    "`path` as a Path, or an `UpscaleInputError` saying why it is not a readable image (or, with `scale`, too large)."
+    path = Path(path)
+    if path.is_dir(): raise UpscaleInputError(f"image {path} is a directory; give an image file")
+    if not path.is_file(): raise UpscaleInputError(f"image {path}: no such file")
+    try: im = Image.open(path)
+    except Exception as e: raise _unreadable(path, e) from None
+    with im:
+        if scale is not None: _out_size(im.size, scale=scale, what=f'image {path}')   # from the header, not decoded
+        try: im.load()
+        except Exception as e: raise _unreadable(path, e) from None
+    return path
+
+def _out_size(in_size, size=None, scale=2., what='the image') -> tuple:
+    "The output (w, h) for an input of `in_size`: `size`, else `scale` times it; refused over `MAX_MEGAPIXELS`."
+    if size is None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float('inf'):
+            raise UpscaleInputError(f"scale={scale!r} is not a positive number")
+        size = max(1, round(in_size[0] * scale)), max(1, round(in_size[1] * scale))
+    ok = isinstance(size, (tuple, list)) and len(size) == 2
+    if not (ok and all(isinstance(v, (int, np.integer)) and v > 0 for v in size)):
+        raise UpscaleInputError(f"size={size!r} is not a (width, height) of positive integers")
+    w, h = map(int, size)
+    if w * h > MAX_MEGAPIXELS * 1e6:
+        raise UpscaleInputError(f"{what} would be upscaled to {w}x{h} = {w * h / 1e6:.0f} megapixels, over the limit "
+                                f"of {MAX_MEGAPIXELS} megapixels (superres.MAX_MEGAPIXELS); crop or shrink it first")
+    return w, h
+
+def _as_rgb(img) -> Image.Image:
+    "`img` (a PIL image, an image file's path, or a uint8 array) as 8-bit RGB, EXIF rotation applied."
+    takes = "upscale_image takes a PIL image, an image file's path or a uint8 array (h, w) or (h, w, 3 or 4)"
+    if isinstance(img, (str, os.PathLike)):
+        with Image.open(_check_image_file(img)) as im: return to_rgb(im)
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8 or 0 in img.shape or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
+            raise UpscaleInputError(f"{takes}, got a {img.dtype} array of shape {img.shape}; "
+                                    "for floats in [0, 1] pass (a * 255).round().astype(np.uint8)")
+        return to_rgb(Image.fromarray(img))
+    if not isinstance(img, Image.Image):
+        alt = '; for a tensor (3, h, w) use upscale_tensor' if torch.is_tensor(img) else ''
+        raise UpscaleInputError(f"{takes}, got a {type(img).__name__}{alt}")
+    if img.mode == 'RGB' and img.getexif().get(0x0112, 1) == 1: return img     # already so: no copy of a big photo
+    return to_rgb(img)
+
+def _to_uint8(y) -> np.ndarray:
+    "A float tensor (3, h, w) in [0, 1] as an 8-bit (h, w, 3) array, rounded."
+    a = y.permute(1, 2, 0).numpy() * 255
+    a += 0.5                                   # in place: one float copy of the tile, not three
+    return a.clip(0, 255, out=a).astype(np.uint8)
+
+def upscale_image(gen, img, size=None, scale=2., progress=None, tile=512, overlap=64) -> Image.Image:
+    "Upscale `img` (PIL image, path or uint8 array; EXIF rotation applied) to `size` (w, h) or `scale`x, tile by tile."
+    img = _as_rgb(img)
+    w, h = _out_size(img.size, size, scale)
+    W, H, out = img.width, img.height, Image.new('RGB', (w, h))
+    def read(box):                                   # the bicubic upsampling of this tile and its context only
+        t, l, b, r = box
+        src_box = l * W / w, t * H / h, r * W / w, b * H / h          # (exact at the edges: products first)
+        return image_tensor(img.resize((r - l, b - t), Image.BICUBIC, box=src_box))
+    def write(box, y): out.paste(Image.fromarray(_to_uint8(y)), (box[1], box[0]))
+    run_tiles(gen, h, w, read, write, tile, overlap, progress)
+    return out
 
 # %% ../nbs/03_superres.ipynb #ba9c7525
 WM_MARGIN = 4    # px around the watermark's box that count as inside it (the text's JPEG ringing spreads a little)
@@ -356,24 +464,17 @@ def blocks_figure(res: dict, images: list, methods=('bicubic', 'mse', 'feature')
     return fig
 
 # %% ../nbs/03_superres.ipynb #f3ef2a98
-def _check_image_file(path) -> Path:
-    "`path` as a Path, or a `LessonsError` saying why it is not a readable image."
-    path = Path(path)
-    if path.is_dir(): raise LessonsError(f"--image {path} is a directory; give an image file")
-    if not path.is_file(): raise LessonsError(f"--image {path}: no such file")
-    try:
-        with Image.open(path) as im: im.load()
-    except Exception as e: raise LessonsError(f"--image {path} is not a readable image ({type(e).__name__}: {e})") from None
-    return path
-
 def upscale_files(cfg: Config, images, log=print) -> list:
-    "Upscale each of `images` with the feature-loss generator in `out/superres`; write `out/superres/upscaled/NAME-HASH_x2.png`."
-    images = [_check_image_file(p) for p in images]
+    "Upscale `images` (paths, or one) with the feature-loss generator of `out/superres` to `upscaled/NAME-HASH_x2.png`."
+    images = [images] if isinstance(images, (str, os.PathLike)) else list(images)
+    scale = superres_settings(cfg).data.scale
+    images = [_check_image_file(p, scale) for p in images]
     d = lesson_dir(cfg, 'superres')
     ckpt = d/'generator_feature.pth'
     if not ckpt.is_file():
-        raise LessonsError(f"no trained generator at {ckpt}: run `lesson7 superres` with the same --out (and --size) first, then --image")
-    gen, scale = load_generator(ckpt, cfg).to(get_device(cfg)), superres_settings(cfg).data.scale
+        raise LessonsError(f"no trained generator at {ckpt}: run `lesson7 superres` with the same --out (and --size) "
+                           "first, then --image")
+    gen = load_generator(ckpt, cfg).to(get_device(cfg))
     done = []
     for src in images:
         tag = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]
@@ -384,5 +485,6 @@ def upscale_files(cfg: Config, images, log=print) -> list:
             log(f'upscaling {src} ({im.width}x{im.height}) x{scale:g}')
             big = upscale_image(gen, im, scale=scale, progress=_tick)
         atomic_write(dest, lambda p: big.save(p, format='PNG'))
+        del big                                           # before the next photo's
         done.append((src, dest))
     return done

@@ -6,7 +6,7 @@ Docs: https://lessons-lib.github.io/lessons_lib/train.html.md"""
 
 # %% ../nbs/00e_train.ipynb #d0b1c2d4
 from __future__ import annotations
-import contextlib, os, random, time
+import collections, contextlib, os, random, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -14,18 +14,20 @@ import torch
 from torch import nn
 from fastcore.foundation import L
 from fastai.callback.core import Callback
+from fastprogress.core import format_time
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from fastai.callback.schedule import fit_one_cycle   # noqa: F401 (patches Learner)
-from .core import Config, seed_everything, n_processes
+from .core import Config, MissingExtraError, seed_everything, n_processes
 from .hardware import channels_last_pays
-from .weights import save_checkpoint, load_checkpoint, CheckpointError
+from .weights import save_checkpoint, load_checkpoint, plain_data, CheckpointError
 
 # %% auto #0
-__all__ = ['Stage', 'lr_arg', 'fused_adam', 'BF16Autocast', 'precision_cbs', 'AmpStep', 'rng_state', 'set_rng_state',
-           'CheckpointCallback', 'across_processes', 'as_one_process', 'CountBatches', 'gather_counts', 'check_meta',
-           'load_parts', 'fit_stages', 'n_params', 'reseed', 'checkpoint_meta', 'train_classifier', 'history']
+__all__ = ['SuggestedLRs', 'Stage', 'lr_arg', 'fused_adam', 'BF16Autocast', 'precision_cbs', 'AmpStep', 'rng_state',
+           'set_rng_state', 'CheckpointCallback', 'across_processes', 'as_one_process', 'CountBatches', 'gather_counts',
+           'check_meta', 'load_parts', 'fit_stages', 'n_params', 'reseed', 'checkpoint_meta', 'train_classifier',
+           'history', 'find_lr']
 
 # %% ../nbs/00e_train.ipynb #d0b1c2d8
 @dataclass(frozen=True)
@@ -108,17 +110,8 @@ def set_rng_state(state: dict, dl=None):
     for name, o in (('dl', dl), ('ds', getattr(dl, 'dataset', None))):
         if name in state['own']: o.rng.setstate(state['own'][name])
 
-def _plain(o):
-    "`o` with fastcore `L`s as lists, numpy scalars as numbers, tensors as plain tensors: what `torch.load(weights_only=True)` takes."
-    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, tuple): return tuple(_plain(v) for v in o)
-    if isinstance(o, (list, L)): return [_plain(v) for v in o]
-    if isinstance(o, np.generic): return o.item()
-    if isinstance(o, torch.Tensor) and type(o) is not torch.Tensor: return o.as_subclass(torch.Tensor)   # fastai's `TensorBase`
-    return o
-
 def _load_opt(opt, sd):
-    "Load an optimizer state saved through `_plain` (fastai's `Optimizer` keeps its hypers in an `L`)."
+    "Load an optimizer state saved through `plain_data` (fastai's `Optimizer` keeps its hypers in an `L`)."
     opt.load_state_dict({**sd, 'hypers': L(sd['hypers'])} if 'hypers' in sd else sd)
 
 def _restore_recorder(learn, rec_state):
@@ -130,9 +123,9 @@ def _restore_recorder(learn, rec_state):
 class CheckpointCallback(Callback):
     "After every epoch, save model, optimizer, epoch, random states and the `Recorder`'s log to `path`, atomically."
     order = 60                                   # after the Recorder (50), so the epoch's numbers are in
-    def __init__(self, path, stage=0, meta=None, resume_state=None, seconds=()):
+    def __init__(self, path, stage=0, meta=None, resume_state=None, seconds=(), counter=None):
         self.path, self.stage, self.meta, self.resume_state, self.seconds = Path(path), stage, dict(meta or {}), resume_state, list(seconds)
-        self.start_epoch = resume_state['epoch'] if resume_state else 0
+        self.start_epoch, self.counter = resume_state['epoch'] if resume_state else 0, counter
 
     def before_fit(self):
         s = self.resume_state
@@ -142,26 +135,42 @@ class CheckpointCallback(Callback):
         _ = self.dls.n_inp          # fastai makes one item the first time it is asked (in an uninterrupted run: epoch 0's first batch),
         set_rng_state(s['rng'], self.dls.train)   # which draws from the random crops: let it draw before the restore, not after
 
-    def before_epoch(self): self.t0 = time.perf_counter()
+    def before_epoch(self):
+        self.t0 = time.perf_counter()
+        if self.epoch < self.start_epoch: self._logger, self.learn.logger = self.learn.logger, self._log_done
+
+    def _log_done(self, log):
+        "Log an epoch the checkpoint has done as it was logged when it ran: its values and its time."
+        i, secs = self.epoch, self.seconds[getattr(self.learn, 'epochs_before', 0) + self.epoch:][:1]
+        self._logger([i, *self.learn.recorder.values[i], *(format_time(s) for s in secs)])
 
     def after_epoch(self):
         rec = self.learn.recorder
         if self.epoch < self.start_epoch:       # fastai's `SkipToEpoch` skipped it: undo what the Recorder logged
-            rec.values.pop(); rec.iters.pop(); return
+            rec.values.pop(); rec.iters.pop(); self.learn.logger = self._logger; return
         self.seconds.append(time.perf_counter() - self.t0)
-        save_checkpoint(_plain(dict(meta=self.meta, stage=self.stage, epoch=self.epoch + 1, n_epoch=self.n_epoch,
+        save_checkpoint(dict(meta=self.meta, stage=self.stage, epoch=self.epoch + 1, n_epoch=self.n_epoch,
                              model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), rng=rng_state(self.dls.train),
                              recorder=dict(lrs=list(rec.lrs), iters=list(rec.iters), losses=[float(l) for l in rec.losses],
                                            values=[[float(v) for v in row] for row in rec.values],
                                            smooth=(rec.smooth_loss.count, rec.smooth_loss.val)),
-                             seconds=self.seconds)), self.path)
+                             seconds=self.seconds, batches=self.counter.n if self.counter else None), self.path)
+
+    def after_fit(self):
+        if self.start_epoch < self.n_epoch: return
+        rec = self.learn.recorder               # every epoch was done before: leave `learn` as the last one did
+        self.learn.final_record = L(rec.values[-1]) if rec.values else L()
+        self.learn.model.eval(); self.learn.training = False
 
 # %% ../nbs/00e_train.ipynb #dist0002
 @contextlib.contextmanager
 def across_processes(learn: Learner):
     "Train `learn` with every process of a distributed run (fastai's `distrib_ctx`: DDP, a share of the batches each); alone, as it is."
     if n_processes() < 2: yield learn; return
-    from fastai.distributed import DistributedTrainer, DistributedDL   # (needs `accelerate`)
+    try: import accelerate  # noqa: F401   (fastai's DDP runs through it; an optional part of lessons_lib)
+    except ImportError:
+        raise MissingExtraError("several processes need accelerate: pip install 'lessons_lib[distributed]'") from None
+    from fastai.distributed import DistributedTrainer, DistributedDL
 
     class _DL(DistributedDL):
         def _broadcast(self, t, rank):          # fastai's moves the batch order to CUDA for NCCL; gloo (CPU processes) keeps it here
@@ -217,6 +226,7 @@ def _meta_diff(old: dict, new: dict, prefix='') -> list:
 
 def check_meta(path, old: dict, new: dict):
     "Raise a `CheckpointError` naming what differs if the checkpoint at `path`, made with settings `old`, is not of this run's `new`."
+    old, new = plain_data(old), plain_data(new)          # (as saved: a `Stage` in the settings is a dict there)
     if old == new: return
     diff = ', '.join(f'{k}: {a!r} there, {b!r} here' for k, a, b in _meta_diff(old, new))
     raise CheckpointError(f"checkpoint {path} was made with other settings ({diff[:300]}); "
@@ -244,7 +254,9 @@ def _resume_point(ckpt, meta, learn, stages) -> dict | None:
     check_meta(ckpt, s['meta'], dict(meta or {}))
     try: learn.model.load_state_dict(s['model'])
     except RuntimeError as e: raise CheckpointError(f"checkpoint {ckpt} does not fit the model ({str(e).splitlines()[0][:200]})") from None
-    if s['stage'] < len(stages) and s['epoch'] >= stages[s['stage']].epochs: s = {**s, 'stage': s['stage'] + 1, 'epoch': 0}
+    last = len(stages) - 1
+    if s['stage'] > last: s = {**s, 'stage': last, 'epoch': stages[last].epochs}     # complete: past its last epoch
+    elif s['stage'] < last and s['epoch'] >= stages[s['stage']].epochs: s = {**s, 'stage': s['stage'] + 1, 'epoch': 0}
     return s
 
 def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, meta=None, pretrained=False, name='model') -> list:
@@ -257,9 +269,11 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
     state = _resume_point(ckpt, meta, learn, stages) if resume else None
     stage0 = state['stage'] if state else 0
     if state is not None:
-        at = 'its training is complete' if stage0 >= len(stages) else f"stage {stage0 + 1}/{len(stages)}, after epoch {state['epoch']}"
+        done = stage0 == len(stages) - 1 and state['epoch'] >= stages[-1].epochs
+        at = 'its training is complete' if done else f"stage {stage0 + 1}/{len(stages)}, after epoch {state['epoch']}"
         print(f"{name}: resuming from {ckpt} ({at})")
     secs, cur, counter = list(state['seconds']) if state else [], stages[0], CountBatches()
+    counter.n = (state or {}).get('batches') or 0
     for i, st in enumerate(stages):
         if make_dls is not None and (st.size, st.bs, st.n_train) != (cur.size, cur.bs, cur.n_train): learn.dls = make_dls(st)
         cur = st
@@ -267,18 +281,17 @@ def fit_stages(learn: Learner, stages, make_dls=None, ckpt=None, resume=False, m
         resumed = state if i == stage0 else None
         if st.frozen and pretrained: learn.freeze()
         else: learn.unfreeze()
-        cbs = [CheckpointCallback(ckpt, i, meta, resumed, secs)] if ckpt is not None else []
+        cbs = [CheckpointCallback(ckpt, i, meta, resumed, secs, counter)] if ckpt is not None else []
         t0, learn.epochs_before = time.perf_counter(), sum(s.epochs for s in stages[:i])   # callbacks count epochs over the stages
         with across_processes(learn):
             learn.fit_one_cycle(st.epochs, lr_arg(st.lr), pct_start=st.pct_start, wd=st.wd, cbs=[*cbs, counter],
                                 start_epoch=resumed['epoch'] if resumed else 0)
         secs = cbs[0].seconds if cbs else secs + [(time.perf_counter() - t0) / st.epochs] * st.epochs
-    if state is not None and stage0 >= len(stages): _restore_recorder(learn, state['recorder'])   # nothing left to train
-    elif ckpt is not None:        # mark the schedule done (unless a callback stopped it early), so that a resume skips it whole
+    if ckpt is not None:          # mark the schedule done (unless a callback stopped it early): a resume skips it whole
         last = load_checkpoint(ckpt)
         if last['stage'] == len(stages) - 1 and last['epoch'] >= stages[-1].epochs:
             save_checkpoint({**last, 'stage': len(stages), 'epoch': 0, 'seconds': secs}, ckpt)
-    learn.train_batches_per_process = gather_counts(counter.n)     # (this call's training batches, in every process)
+    learn.train_batches_per_process = gather_counts(counter.n)     # (the schedule's training batches, in every process)
     return secs
 
 # %% ../nbs/00e_train.ipynb #d0b1c2e4
@@ -307,3 +320,30 @@ def history(learn) -> dict:
     accs = [round(float(v[-1]), 4) for v in learn.recorder.values]
     return dict(train_loss=[float(l) for l in learn.recorder.losses], valid_acc=accs, accuracy=accs[-1],
                 params=n_params(learn.model), seconds=round(learn.seconds, 1))
+
+# %% ../nbs/00e_train.ipynb #flr00002
+SuggestedLRs = collections.namedtuple('SuggestedLRs', ['valley'])
+
+def _sweep_points(lrs, losses, skip_start, skip_end):
+    "The sweep's `(lrs, losses)` without the first `skip_start` and last `skip_end` points, cut at the first NaN loss."
+    end = len(lrs) - skip_end
+    lrs, losses = torch.tensor(lrs[skip_start:end]), torch.tensor(losses[skip_start:end])
+    nan = torch.nonzero(torch.isnan(losses)).flatten()
+    n = int(nan[0]) if len(nan) else len(losses)
+    return lrs[:n], losses[:n]
+
+def find_lr(learn: Learner, num_it=100, show_plot=True, **kwargs) -> SuggestedLRs:
+    "fastai's `lr_find` (`kwargs` to it), with a `valley` suggestion even when the sweep stops too early for fastai's."
+    from fastai.callback.schedule import valley
+    with as_one_process(): learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=None, **kwargs)
+    rec, skip_end = learn.recorder, 5
+    all_lrs, all_losses = [float(v) for v in rec.lrs], [float(v) for v in rec.losses]
+    lrs, losses = _sweep_points(all_lrs, all_losses, num_it // 10, skip_end)       # what fastai suggests from
+    if len(losses) == 0:
+        lrs, losses, skip_end = *_sweep_points(all_lrs, all_losses, 0, 0), 0
+        if len(losses) == 0: lrs, losses = torch.tensor(all_lrs[:1]), torch.tensor(all_losses[:1])
+        print(f"lr_find: the loss diverged after {len(all_losses)} of {num_it} steps, too few for fastai's suggestion; "
+              f"valley from all {len(losses)}")
+    lr, point = valley(lrs, losses, num_it)
+    if show_plot: rec.plot_lr_find(skip_end=skip_end, suggestions=[point], nms=['valley'])
+    return SuggestedLRs(lr)

@@ -135,11 +135,12 @@ class UnetSizeError(LessonsError, ValueError):
 class Unet(nn.Module):
     "U-Net on `encoder` (name or module) with pixel-shuffle decoder blocks at every resolution change."
     def __init__(self, encoder, n_out, n_in=3, y_range=None, blur=False, blur_final=True, self_attention=False,
-                 norm_type='batch', last_cross=True, widths='fastai', pad_input=False, cfg: Config | None = None):
+                 norm_type='batch', last_cross=True, widths='fastai', pad_input=False, skips=True, cfg: Config | None = None):
         super().__init__()
         check_norm(norm_type)
         self.encoder = unet_encoder(encoder, cfg, n_in)
         self.is_pretrained, self.n_in, self.n_out, self.last_cross, self.pad_input = self.encoder.is_pretrained, n_in, n_out, last_cross, pad_input
+        self.skips = skips           # False: the same decoder fed zeros instead of the encoder's features (lesson 2's ablation)
         sizes = encoder_sizes(self.encoder, n_in)
         self.stride, self.taps = 256 // sizes[-1][-1], tap_indices(sizes)
         ni = sizes[-1][0]
@@ -178,7 +179,7 @@ class Unet(nn.Module):
             h = layer(h)
             if i in self.taps: feats.append(h)
         h = self.middle(h)
-        for blk, skip in zip(self.blocks, reversed(feats)): h = blk(h, skip)
+        for blk, skip in zip(self.blocks, reversed(feats)): h = blk(h, skip if self.skips else torch.zeros_like(skip))
         h = self.final_up(h)
         if h.shape[-2:] != x.shape[-2:]: h = F.interpolate(h, x.shape[-2:], mode='nearest')
         if self.last_cross: h = self.final_conv(torch.cat([h, x.to(h.dtype)], dim=1))   # under autocast: no float32 copy

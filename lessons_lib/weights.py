@@ -6,15 +6,16 @@ Docs: https://lessons-lib.github.io/lessons_lib/weights.html.md"""
 
 # %% ../nbs/00b_weights.ipynb #27dc2f97
 from __future__ import annotations
-import os, re, hashlib
+import dataclasses, os, re, hashlib
 from pathlib import Path
-import torch, torchvision
+import numpy as np, torch, torchvision
+from fastcore.foundation import L
 from torch import nn
 from .core import Config, LessonsError, atomic_write, is_main_process
 
 # %% auto #0
 __all__ = ['ARCH_WEIGHTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'WeightsError', 'CheckpointError', 'imagenet_weights', 'weights_file',
-           'imagenet_state_dict', 'pretrained_model', 'check_weights', 'ImageNetNorm', 'save_checkpoint',
+           'imagenet_state_dict', 'pretrained_model', 'check_weights', 'ImageNetNorm', 'plain_data', 'save_checkpoint',
            'load_checkpoint', 'load_weights']
 
 # %% ../nbs/00b_weights.ipynb #440361bc
@@ -45,6 +46,14 @@ def _hash_prefix(f: Path) -> str | None:
     m = re.search(r'-([a-f0-9]{6,})\.', f.name)
     return m.group(1) if m else None
 
+def _load_refused(e: Exception) -> str:
+    "Why `torch.load(weights_only=True)` refused a file, in a few words; never torch's advice to load it unsafely."
+    s = str(e)
+    if 'Weights only load failed' in s or 'Unsupported global' in s:
+        g = re.search(r'GLOBAL ([\w.]+)', s)
+        return f"it holds Python objects that could run code, not only tensors{f' (GLOBAL {g.group(1)})' if g else ''}"
+    return f"{type(e).__name__}: {(s.splitlines() or [''])[0].split('. ')[0][:200]}"     # (its first sentence)
+
 def imagenet_state_dict(name) -> dict:
     "The ImageNet state dict of `name` from torch's cache (downloaded there first if missing), hash-checked, loaded with `weights_only=True`."
     w, f = imagenet_weights(name), weights_file(name)
@@ -61,7 +70,7 @@ def imagenet_state_dict(name) -> dict:
                                f"its name says {prefix}); delete it, or download {w.url} again")
     try: return torch.load(f, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise WeightsError(f"weights file {f} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        raise WeightsError(f"weights file {f} cannot be loaded safely ({_load_refused(e)}); "
                            f"delete it, or download {w.url} again") from None
 
 def pretrained_model(name, cfg: Config) -> nn.Module:
@@ -100,10 +109,20 @@ class ImageNetNorm(nn.Module):
     def forward(self, x): return (x - self.mean) / self.std
 
 # %% ../nbs/00b_weights.ipynb #1134f5fe
+def plain_data(o):
+    "`o` as `torch.load(weights_only=True)` reads it back: dataclasses as dicts, `L`s as lists, numpy scalars as numbers."
+    if dataclasses.is_dataclass(o) and not isinstance(o, type): return plain_data(dataclasses.asdict(o))
+    if isinstance(o, dict): return {k: plain_data(v) for k, v in o.items()}
+    if isinstance(o, tuple): return tuple(plain_data(v) for v in o)
+    if isinstance(o, (list, L)): return [plain_data(v) for v in o]
+    if isinstance(o, np.generic): return o.item()
+    if isinstance(o, torch.Tensor) and type(o) is not torch.Tensor: return o.as_subclass(torch.Tensor)   # fastai's `TensorBase`
+    return o
+
 def save_checkpoint(obj, path) -> Path:
-    "`torch.save(obj)` to `path` atomically; in a distributed run only the main process writes (the others hold the same weights)."
+    "`torch.save(plain_data(obj))` to `path` atomically; in a distributed run only the main process writes."
     if not is_main_process(): return Path(path)
-    return atomic_write(path, lambda p: torch.save(obj, p))
+    return atomic_write(path, lambda p: torch.save(plain_data(obj), p))
 
 def load_checkpoint(path, map_location='cpu'):
     "`torch.load(path, weights_only=True)`, raising `CheckpointError` naming the file if it is missing or damaged."
@@ -111,8 +130,10 @@ def load_checkpoint(path, map_location='cpu'):
     if not path.is_file(): raise CheckpointError(f"checkpoint {path} does not exist")
     try: return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        first = (str(e).splitlines() or [''])[0]
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, or not a checkpoint): {type(e).__name__}: {first}") from None
+        why = _load_refused(e)
+        what = '' if why.startswith('it holds') else ' (truncated, or not a checkpoint)'
+        raise CheckpointError(f"checkpoint {path} is unreadable{what}: {why}; "
+                              f"delete it, and rerun the lesson to make it again") from None
 
 def load_weights(model: nn.Module, path) -> nn.Module:
     "Load the state dict at `path` into `model`, raising `CheckpointError` if it does not fit."

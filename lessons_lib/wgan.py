@@ -256,10 +256,13 @@ def judge_callback(judge, real_feats, z, out=None, prefix='gan'):
         loop.gen.eval()
         with torch.no_grad(): imgs = loop.gen(z.to(loop.device)).float().cpu()
         loop.gen.train()
+        epoch = loop.history[-1]['epoch']
         loop.history[-1].update(judge.judge(imgs, real_feats))
-        if out is not None:
-            atomic_write(Path(out)/'samples'/f"{prefix}_{loop.history[-1]['epoch']:03d}.png",
-                         lambda p: save_image((imgs[:64] + 1) / 2, p, format='png', nrow=8, padding=1))
+        if out is None: return
+        if epoch == 1:            # a run that starts afresh: the grids an earlier run left here are not this run's history
+            for f in (Path(out)/'samples').glob(f'{prefix}_[0-9][0-9][0-9].png'): f.unlink(missing_ok=True)
+        atomic_write(Path(out)/'samples'/f"{prefix}_{epoch:03d}.png",
+                     lambda p: save_image((imgs[:64] + 1) / 2, p, format='png', nrow=8, padding=1))
     return _judge
 
 def fixed_noise(ws: WganSettings, seed=0) -> torch.Tensor:
@@ -312,6 +315,7 @@ def fastai_wgan(cfg: Config, ws: WganSettings, ds, after_epoch=(), n_channels=1,
     from fastai.optimizer import Adam
     from fastai.callback.core import Callback
     from fastai.vision.gan import GANLearner
+    import warnings
     from functools import partial
     init = new_gan('wgan', cfg, ws, n_channels, device)                 # the same initial networks as ours
     pairs = NoiseAndImage(ds, ws.nz)
@@ -333,7 +337,9 @@ def fastai_wgan(cfg: Config, ws: WganSettings, ds, after_epoch=(), n_channels=1,
                             cbs=[budget, Epoch()])
     learn.history, learn.gen_steps, learn.gen, learn.device, learn.kind = [], 0, init.gen, torch.device(device), 'fastai_wgan'
     seed_everything(cfg)
-    with learn.no_bar(), learn.no_logging(): learn.fit(ws.epochs, r.lr, wd=0.)
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', 'You are shadowing an attribute')   # fastai's own GANTrainer: nothing to act on
+        learn.fit(ws.epochs, r.lr, wd=0.)
     learn.seconds = budget.seconds
     return learn
 

@@ -14,10 +14,10 @@ def test_config_layers_defaults_env_and_args():
     assert get_config(env) == Config('full', 'course', 'off', 'cpu', 3)
     assert get_config(env, size='tiny', seed=None).size == 'tiny'
 
-@pytest.mark.parametrize('env,msg', [({'LESSONS_SIZE': 'huge'}, "size='huge' is not allowed; choose one of: small, full, tiny"),
-                                     ({'LESSONS_DATA': 'web'}, "data='web' is not allowed; choose one of: embedded, course"),
-                                     ({'LESSONS_PRETRAINED': 'yes'}, "pretrained='yes' is not allowed; choose one of: auto, on, off"),
-                                     ({'LESSONS_DEVICE': 'gpu'}, "device='gpu' is not a device"),
+@pytest.mark.parametrize('env,msg', [({'LESSONS_SIZE': 'huge'}, "LESSONS_SIZE='huge' is not allowed; choose one of: small, full, tiny"),
+                                     ({'LESSONS_DATA': 'web'}, "LESSONS_DATA='web' is not allowed; choose one of: embedded, course"),
+                                     ({'LESSONS_PRETRAINED': 'yes'}, "LESSONS_PRETRAINED='yes' is not allowed; choose one of: auto, on, off"),
+                                     ({'LESSONS_DEVICE': 'gpu'}, "LESSONS_DEVICE='gpu' is not a device"),
                                      ({'LESSONS_SEED': '1.5'}, "LESSONS_SEED='1.5' is not an integer")])
 def test_config_bad_values_name_setting_value_and_choices(env, msg):
     with pytest.raises(ConfigError) as e: get_config(env)
@@ -119,7 +119,7 @@ def test_memory_helper_in_a_plain_script():
     code = textwrap.dedent('''
         import torch
         from lessons_lib.memory import experiment
-        with experiment('script') as e: x = torch.randn(1000, 1000) @ torch.randn(1000, 1000)
+        with experiment('script', verbose=True) as e: x = torch.randn(1000, 1000) @ torch.randn(1000, 1000)
         assert e.report['backend'] == 'light' and e.report['seconds'] >= 0, e.report
         print('ok', x.shape[0])''')
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
@@ -138,7 +138,8 @@ def test_report_lists_each_lesson(tmp_path):
     core.save_json({'acc': 0.5, 'size': 'small'}, tmp_path/'resnet'/'metrics.json')
     Image.new('RGB', (4, 4)).save(tmp_path/'resnet'/'curves.png')
     txt = cli.write_report(tmp_path, ['resnet', 'unet']).read_text()
-    assert '## resnet' in txt and '| acc | 0.5 |' in txt and '![curves](resnet/curves.png)' in txt and '## unet' not in txt
+    assert '## 1 ResNet on MNIST' in txt and '![resnet: curves](resnet/curves.png)' in txt
+    assert '[resnet/metrics.json](resnet/metrics.json)' in txt and '## 2 U-Net' not in txt
 
 
 def test_nbdev_clean_keeps_the_stored_fingerprint(tmp_path):

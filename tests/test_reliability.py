@@ -69,6 +69,46 @@ def test_sigkill_mid_training_then_resume_continues_and_matches(superres_tiny, t
         assert m[k] == pytest.approx(ref[k], abs=1e-6), k
 
 
+def _same_metrics(m, ref):
+    "Every number of `ref`'s metrics.json (but the seconds, and the config: `resume` differs) is in `m`, equal."
+    keys = [k for k in ref if 'seconds' not in k and k not in ('config', 'notebook')]
+    assert keys and [k for k in keys if k not in m] == []
+    for k in keys:
+        floats = isinstance(ref[k], float) or isinstance(ref[k], list) and all(isinstance(v, float) for v in ref[k])
+        assert m[k] == (pytest.approx(ref[k], abs=1e-6, nan_ok=True) if floats else ref[k]), (k, m[k], ref[k])
+
+# ---- issue 33 item 2: a finished run resumed ends as it did (it failed in `epoch_table`: no `metric_names`) ----
+def test_finished_superres_resumed_gives_the_same_metrics(superres_tiny, tmp_path):
+    out, ref = superres_tiny
+    shutil.copytree(out/'superres', tmp_path/'superres', ignore=shutil.ignore_patterns('upscaled'))
+    r = lesson7('superres', '--size', 'tiny', '--out', tmp_path, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'MSE generator: resuming from' in r.stdout and 'its training is complete' in r.stdout, r.stdout[-3000:]
+    _same_metrics(json.loads((tmp_path/'superres'/'metrics.json').read_text()), ref)
+
+def test_sigkill_after_the_last_stage_then_resume_matches(superres_tiny, tmp_path):
+    _, ref = superres_tiny
+    out = tmp_path/'out'; ck = out/'superres'/'train_feature.pth'; log = tmp_path/'killed_run.log'
+    with open(log, 'wb') as f:
+        proc = subprocess.Popen([str(BIN/'lesson7'), 'superres', '--size', 'tiny', '--out', str(out)],
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline, stage = time.time() + 900, 0
+    while time.time() < deadline and proc.poll() is None:
+        try: stage = load_checkpoint(ck)['stage'] if ck.is_file() else 0
+        except Exception: stage = 0                      # being replaced right now: look again
+        if stage >= 1: break                             # the feature training (one stage) says it is complete
+        time.sleep(0.05)
+    ended = proc.poll()
+    _kill_tree(proc)
+    tail = log.read_text(errors='replace')[-3000:]
+    assert stage >= 1, f"no complete feature training before the run ended (exit {ended}):\n{tail}"
+    assert not (out/'superres'/'metrics.json').exists()  # killed after the training, before the lesson's end
+    r = lesson7('superres', '--size', 'tiny', '--out', out, '--resume')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'feature-loss generator: resuming from' in r.stdout, r.stdout[-3000:]
+    assert 'its training is complete' in r.stdout, r.stdout[-3000:]
+    _same_metrics(json.loads((out/'superres'/'metrics.json').read_text()), ref)
+
 # ---- 5. a checkpoint made with other settings is refused in one line ----
 def test_resume_with_other_settings_is_refused(superres_tiny):
     out, _ = superres_tiny
@@ -91,6 +131,7 @@ def test_unet_resume_after_a_complete_run(tiny_run):
 def test_stale_temp_files_cleaned_and_umask_followed(tmp_path):
     d = tmp_path/'resnet'; d.mkdir()
     stale = d/'.plain.pth.k3j2h1.tmp'; stale.write_bytes(b'half a checkpoint')
+    os.utime(stale, (time.time() - 7200,) * 2)       # (no writer's pid in its name: stale by its age)
     old = os.umask(0o027)
     try:
         from lessons_lib.core import lesson_dir, save_json

@@ -237,10 +237,24 @@ def test_palette_masks_read_as_class_indices_from_memory_and_files(cache, tmp_pa
 def test_lesson7_unet_tiny_writes_outputs(tiny_run):
     tmp_path, r = tiny_run('unet')
     m = json.loads((tmp_path/'unet'/'metrics.json').read_text())
-    for k in ('acc_nonvoid', 'miou', 'dynamic_unet_acc', 'params', 'train_seconds', 'throughput_ratio'):
+    for k in ('acc_nonvoid', 'miou', 'dynamic_unet_acc', 'params', 'train_seconds', 'throughput_ratio', 'unet_noskip_acc',
+              'unet_noskip_miou'):
         assert k in m, k
-    assert 0 <= m['acc_nonvoid'] <= 1 and m['params'] > 0
-    assert (tmp_path/'unet'/'unet_results.png').is_file()
+    assert 0 <= m['acc_nonvoid'] <= 1 and m['params'] > 0 and 0 <= m['unet_noskip_acc'] <= 1 and 0 <= m['unet_noskip_miou'] <= 1
+    assert (tmp_path/'unet'/'unet_results.png').is_file() and (tmp_path/'unet'/'noskip.pth').is_file()   # trained, checkpointed
+
+def test_unet_without_skips_feeds_its_decoder_zeros():
+    "Lesson 2's ablation: the same layers and weights, but nothing of the encoder's features reaches the decoder's blocks."
+    from lessons_lib.unet import Unet
+    torch.manual_seed(0)
+    a, b = Unet('handwritten', 5, skips=False, last_cross=False).eval(), Unet('handwritten', 5, last_cross=False).eval()
+    b.load_state_dict(a.state_dict())
+    seen = []
+    for blk in a.blocks: blk.register_forward_pre_hook(lambda m, args: seen.append(float(args[1].abs().max())))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad(): y_a, y_b = a(x), b(x)
+    assert len(seen) == len(a.blocks) and max(seen) == 0
+    assert not torch.allclose(y_a, y_b)                          # with the same weights, the skips change the output
 
 
 def test_precision_cbs_adds_bf16_autocast_as_asked():

@@ -62,3 +62,18 @@ def test_noise_gans_train_in_float16_with_loss_scaling():
     c = new_gan('wgan_gp', Config(size='tiny'), ws).critic
     x = interpolates(real, torch.rand_like(real))
     assert torch.allclose(gradient_penalty(c(x), x, 1024.), gradient_penalty(c(x), x), rtol=1e-4)
+
+def test_a_new_run_into_the_same_folder_shows_only_its_own_grids(tmp_path):
+    "A run that starts afresh where a longer run left 22 epochs of grids: its history is its own 2 epochs, not 2 + 20 old."
+    from types import SimpleNamespace
+    from lessons_lib.wgan import judge_callback, epoch_grids
+    samples = tmp_path/'samples'; samples.mkdir()
+    for e in range(1, 23): (samples/f'gan_{e:03d}.png').write_bytes(b'old')
+    (samples/'wgan_005.png').write_bytes(b'another kind')
+    gen = torch.nn.Sequential(torch.nn.Linear(4, 28 * 28), torch.nn.Unflatten(1, (1, 28, 28)))
+    loop = SimpleNamespace(gen=gen, device='cpu', history=[])
+    cb = judge_callback(SimpleNamespace(judge=lambda imgs, feats: dict(confident=0.5)), None, torch.randn(8, 4), tmp_path, 'gan')
+    for e in (1, 2): loop.history.append(dict(epoch=e)); cb(loop)
+    assert [f.name for f in epoch_grids(tmp_path, 'gan', 6)] == ['gan_001.png', 'gan_002.png']
+    assert (samples/'gan_002.png').read_bytes() != b'old' and (samples/'wgan_005.png').is_file()
+    assert loop.history[-1]['confident'] == 0.5
