@@ -9,6 +9,9 @@ from lessons_lib import cli, report
 from lessons_lib.report import HEADLINES, lookup, record_headlines, stored_headlines, write_report
 from conftest import BIN, REPO
 
+# The metrics of one stored run (a883100's committed outputs, read by `_saved_metrics`), frozen so that the report's
+# expected text below does not move with each refresh of the notebooks.
+FROZEN = json.loads((Path(__file__).parent/'report_metrics.json').read_text())
 HW = dict(device='cpu', cpu='Intel(R) Xeon(R) Processor', bf16=True, precision='bfloat16', processes=1,
           channels_last_min_width=128, cpu_threads=2)
 
@@ -41,10 +44,10 @@ def test_headlines_read_the_keys_the_lessons_save(lesson):
 
 
 def _fake_run(out: Path, changes=None, drop=(), seconds=100.0):
-    "An output folder as `lesson7 all` leaves it, with the committed run's metrics (`changes` and `drop` applied)."
+    "An output folder as `lesson7 all` leaves it, with the frozen run's metrics (`changes` and `drop` applied)."
     for n, nb in cli.LESSONS.items():
         d = out/n; d.mkdir(parents=True)
-        m = {**_saved_metrics(n), **(changes or {}).get(n, {})}
+        m = {**FROZEN[n], **(changes or {}).get(n, {})}
         for k in drop: m.pop(k, None)
         for i, f in enumerate(['a_first', HEADLINES[n].figure.removesuffix('.png'), 'z_last']):
             Image.new('RGB', (4, 4)).save(d/f'{f}.png'); os.utime(d/f'{f}.png', (1e9 + 10 * i,) * 2)
@@ -60,7 +63,7 @@ def _fake_nbs(d: Path, size='small'):
     d.mkdir()
     for n, nb in cli.LESSONS.items():
         nbformat.write(nbformat.v4.new_notebook(metadata={'lessons_lib': dict(fingerprint='f' * 16, size=size, data='embedded')}), d/nb)
-        record_headlines(d/nb, _saved_metrics(n))
+        record_headlines(d/nb, FROZEN[n])
     return d
 
 
@@ -125,7 +128,7 @@ def test_recorded_headlines_survive_nbdev_clean_beside_the_fingerprint(tmp_path)
     nb = tmp_path/'nbs'/'03_superres.ipynb'; nb.parent.mkdir()
     d = json.loads((REPO/'nbs'/'00_core.ipynb').read_text()); d['metadata']['lessons_lib'] = {'fingerprint': 'abc'}
     nb.write_text(json.dumps(d))
-    vals = record_headlines(nb, _saved_metrics('superres'))
+    vals = record_headlines(nb, FROZEN['superres'])
     assert vals['psnr_mse'] == pytest.approx(25.398, abs=1e-3) and 'lr_find_losses' not in vals
     shutil.copy(REPO/'pyproject.toml', tmp_path/'pyproject.toml')
     subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(nb)], cwd=tmp_path, check=True, capture_output=True)
