@@ -35,7 +35,7 @@ run: $(STAMP)
 # 388 s after 01 in one process, 231 s alone).
 test: $(STAMP) check-sync
 	@$(call nbdev_each)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 # Every notebook in full at the small size (the training cells included), writing nothing into nbs/.
 test-full: $(STAMP)

@@ -80,11 +80,16 @@ def test_crappify_folder_bad_inputs(tmp_path):
     assert sorted(d.name for _, d in pairs) == ['deep.jpg', 'grey.jpg', 'palette.jpg', 'rgba.jpg']
     msgs = [str(w.message) for w in ws]
     assert any('small.jpg' in m and '40x30' in m for m in msgs), msgs
-    # an interrupted run's temp file is cleaned up and the output is complete
-    (dest/'.grey.jpg.abc123.tmp').write_bytes(b'half')
+    # an interrupted run's temp file (its writer's pid has ended) is cleaned up and the output is complete;
+    # a live writer's temp file (this process's pid) is left alone
+    dead = subprocess.Popen([sys.executable, '-c', 'pass']); dead.wait()
+    (dest/f'.grey.jpg.{dead.pid}-abc123.tmp').write_bytes(b'half')
+    live = dest/f'.rgba.jpg.{os.getpid()}-def456.tmp'
+    live.write_bytes(b'being written')
     (dest/'grey.jpg').unlink()
     crappify_folder(src, min_size=64, dest=dest)
-    assert not list(dest.glob('.*.tmp')) and Image.open(dest/'grey.jpg').size == (64, 48)
+    assert list(dest.glob('.*.tmp')) == [live] and Image.open(dest/'grey.jpg').size == (64, 48)
+    live.unlink()
     # a corrupt file: an error naming it, and no output for it
     (src/'corrupt.jpg').write_bytes(b'\xff\xd8\xff\xe0 not really a jpeg')
     with pytest.raises(CrappifyError, match='corrupt.jpg'): crappify_folder(src, min_size=64, dest=dest)
