@@ -16,12 +16,12 @@ import psutil, torch
 from .hardware import channels_last_pays, cpu_model, CHANNELS_LAST_MIN_WIDTH, USER_THREAD_KEYS
 
 # %% auto #0
-__all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'STALE_TEMP_AGE', 'LOCK_FILE', 'LessonsError', 'ConfigError', 'MissingExtraError',
-           'available_devices', 'Config', 'get_config', 'config_env', 'pick', 'process_rank', 'n_processes',
-           'is_main_process', 'get_device', 'bf16_is_fast', 'use_bf16', 'amp_dtype', 'loader_kwargs', 'loop_amp_dtype',
-           'seed_everything', 'atomic_write', 'save_json', 'save_figure', 'default_out', 'remove_stale_temps',
-           'FolderInUseError', 'claim_folder', 'release_folders', 'lesson_dir', 'hardware_used', 'save_metrics',
-           'shown']
+__all__ = ['CHOICES', 'ENV_PREFIX', 'MAX_SEED', 'STALE_TEMP_AGE', 'LOCK_FILE', 'START_TOLERANCE', 'LessonsError', 'ConfigError',
+           'MissingExtraError', 'available_devices', 'Config', 'get_config', 'config_env', 'pick', 'process_rank',
+           'n_processes', 'is_main_process', 'get_device', 'bf16_is_fast', 'use_bf16', 'amp_dtype', 'loader_kwargs',
+           'loop_amp_dtype', 'seed_everything', 'atomic_write', 'save_json', 'save_figure', 'default_out',
+           'remove_stale_temps', 'FolderInUseError', 'claim_folder', 'release_folders', 'lesson_dir', 'hardware_used',
+           'save_metrics', 'shown']
 
 # %% ../nbs/00_core.ipynb #9535834c
 class LessonsError(Exception):
@@ -247,22 +247,35 @@ _held = {}                    # lock file -> (open file descriptor, pid), of the
 class FolderInUseError(LessonsError):
     "Another live run writes into the same output folder."
 
+def _start_ticks(pid: int) -> int | None:
+    "When process `pid` started, in clock ticks since boot (Linux's /proc; None elsewhere): fixed for the process's life."
+    try: return int(Path(f'/proc/{pid}/stat').read_text().rpartition(')')[2].split()[19])
+    except (OSError, ValueError, IndexError): return None
+
+# `create_time` is the boot time plus the start: the boot time the kernel reports moves by whole seconds as the clock
+# is adjusted, so the same process's `create_time` can differ by a second or more between two readings.
+START_TOLERANCE = 5.   # s: without /proc, two start times this close are taken as the same process's
+
 def _process_info(p=None) -> dict:
-    "Pid, start time and command line of process `p` (default: this one), as a lock file records its holder."
+    "Pid, start time (and start ticks) and command line of process `p` (default: this one), as a lock file records its holder."
     p = p or psutil.Process()
-    return dict(pid=p.pid, started=p.create_time(), cmd=' '.join(p.cmdline()))
+    return dict(pid=p.pid, started=p.create_time(), ticks=_start_ticks(p.pid), cmd=' '.join(p.cmdline()))
 
 def _running(info: dict) -> bool:
-    "Whether the process `info` records still runs: the same pid with the same start time (a reused pid is not it)."
+    "Whether the process `info` records still runs: the same pid with the same start (a reused pid is not it)."
     try: p = psutil.Process(int(info['pid']))
     except (psutil.Error, KeyError, TypeError, ValueError): return False
-    try: return abs(p.create_time() - float(info['started'])) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
+    try:
+        if p.status() == psutil.STATUS_ZOMBIE: return False
+        ticks = _start_ticks(p.pid)
+        if ticks is not None and info.get('ticks') is not None: return ticks == int(info['ticks'])
+        return abs(p.create_time() - float(info['started'])) < START_TOLERANCE
     except (psutil.Error, KeyError, TypeError, ValueError): return False
 
 def _runs_me(info: dict) -> bool:
     "Whether `info` records this process or one it descends from (`lesson7`, for the kernel that runs its lesson)."
     me = psutil.Process()
-    return _running(info) and info['pid'] in {p.pid for p in (me, *me.parents())}
+    return info.get('pid') in {p.pid for p in (me, *me.parents())} and _running(info)
 
 def _os_lock(fd):
     "Take the OS's lock on `fd` without waiting: True, False (another process holds it), None (no locks here)."

@@ -202,3 +202,27 @@ def test_several_processes_without_accelerate_fail_in_one_line():
     assert r.returncode == 0, r.stderr[-2000:]
     want = "refused: several processes need accelerate: pip install 'lessons_lib[distributed]'"
     assert r.stdout.strip() == want, r.stdout
+
+
+def test_a_clock_adjustment_does_not_take_a_lesson_folder_from_its_kernel(tmp_path, monkeypatch):
+    """The boot time the kernel reports moves by whole seconds as the clock is adjusted, and psutil's `create_time` with
+    it: a lock recorded before such a step must still name its live holder after it (seen on this project's machines:
+    `lesson7 all` and seven tests ended with "locked by a process that has not said who it is")."""
+    import psutil, psutil._pslinux as pl
+    from lessons_lib import core
+    holder = popen_py('''
+        import time
+        from lessons_lib.core import Config, lesson_dir
+        print('claimed', lesson_dir(Config(out=%r), 'resnet'), flush=True); time.sleep(120)''' % str(tmp_path))
+    try:
+        assert holder.stdout.readline().startswith('claimed')
+        info = json.loads((tmp_path/'resnet'/LOCK_FILE).read_text())
+        assert core._running(info)
+        real = pl.boot_time
+        monkeypatch.setattr(pl, 'boot_time', lambda: real() + 1.)      # the clock stepped by a second since the claim
+        assert abs(psutil.Process(holder.pid).create_time() - info['started']) >= 1     # what the old check compared
+        assert core._running(info)                                        # still its live holder
+        with pytest.raises(core.FolderInUseError, match=f'pid {holder.pid}'):
+            core.claim_folder(tmp_path/'resnet')                          # another process is refused, naming it
+        assert not core._running({**info, 'ticks': info['ticks'] + 1})    # a reused pid (another start) is not it
+    finally: holder.kill(); holder.wait()
