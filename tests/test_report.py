@@ -68,7 +68,7 @@ def _fake_nbs(d: Path, size='small'):
 
 
 def test_report_reads_as_a_report(tmp_path):
-    out = _fake_run(tmp_path/'results', changes=dict(superres=dict(psnr_mse=25.45)), drop=['critic_acc'])
+    out = _fake_run(tmp_path/'results', changes=dict(superres=dict(psnr_outside_wm_mse=25.55)), drop=['critic_acc'])
     txt = write_report(out, list(cli.LESSONS), nbs=_fake_nbs(tmp_path/'nbs'), started=None).read_text()
     for row in ('| date | ', '| size | small |', '| data | embedded |', '| device | cpu |', '| seed | 42 |',
                 '| CPU | Intel(R) Xeon(R) Processor (2 threads) |', '| precision | bfloat16 |', '| commit | ',
@@ -76,9 +76,12 @@ def test_report_reads_as_a_report(tmp_path):
         assert row in txt, row
     # headlines in words, with units, this run beside the stored run
     assert '**This run:** 44-layer plain net: final training loss 0.60 vs 0.09 with skips.' in txt
-    assert '**This run:** held-out PSNR: bicubic 23.88 dB, MSE 25.45 dB, feature loss 24.97 dB.' in txt
-    assert '**Stored run:** held-out PSNR: bicubic 23.88 dB, MSE 25.40 dB, feature loss 24.97 dB.' in txt
-    assert '| held-out PSNR: U-Net trained on pixel MSE | 25.45 dB | 25.40 dB |' in txt
+    assert ('**This run:** held-out PSNR outside the watermark: bicubic 25.41 dB, MSE 25.55 dB, feature loss 25.05 dB; '
+            'inside it: bicubic 10.39 dB, MSE 22.03 dB.') in txt
+    assert ('**Stored run:** held-out PSNR outside the watermark: bicubic 25.41 dB, MSE 25.48 dB, feature loss 25.05 dB; '
+            'inside it: bicubic 10.39 dB, MSE 22.03 dB.') in txt
+    assert '| outside the watermark: MSE, the jobs in turn (the box out of the loss, then in) | 25.55 dB | 25.48 dB |' in txt
+    assert "| outside the watermark: the course's plain MSE |" not in txt     # a number neither run has: no row
     assert '| ResNet: validation accuracy | 98.6% | 98.6% |' in txt and '| ResNet: training time | 63 s | 63 s |' in txt
     assert '| original GAN: generator steps | 3,681 steps | 3,681 steps |' in txt
     assert '| 44 | 0.602 (0.602) | 0.092 (0.092) | 84.9% (84.9%) | 95.6% (95.6%) |' in txt         # nested: the depth sweep
