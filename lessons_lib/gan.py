@@ -53,6 +53,7 @@ class GanSettings:
     n_samples: int = 4                # held-out crops drawn after every epoch
     max_photos: int | None = None     # photos per split for the critic (tiny: fewer, faster)
 
+# %% ../nbs/04_gan.ipynb #7379f54c
 GAN_SIZES = dict(
     small=GanSettings(),
     tiny=GanSettings(gen_brief=(Stage(64, 4, 1, 3e-3, pct_start=0.3, n_train=8),), critic_nf=8, critic_epochs=1, critic_bs=2,
@@ -82,7 +83,7 @@ def pretrained_generator(cfg: Config, gs: GanSettings, st: SuperresSettings, pai
     if verbose: print(f"pretrained generator: none from lesson 3 in {shown(out.parent/'superres')}; training one here with MSE, "
                       f"{sum(s.epochs for s in stages)} epochs ({'a short schedule' if gs.gen_brief else 'lesson 3s schedule'})")
     seed_everything(cfg)
-    gen = superres_generator(cfg, st.encoder, st.widths)
+    gen = superres_generator(cfg, st.encoder, st.widths, lowres=st.lowres)
     meta = checkpoint_meta(cfg, st, kind='gan-pretrained', stages=stages)
     secs = train_generator(gen, nn.MSELoss(), stages, pairs, st, cfg, ckpt=out/'train_generator.pth', meta=meta, name='generator').seconds
     return dict(path=save_generator(gen, out/'generator_pretrained.pth', meta=meta), seconds=secs, source='trained here')
@@ -136,6 +137,7 @@ def gan_generator_loss(fake_logits, fake, target, pixel_loss, weights=(1., 50.))
 def _set_trainable(model, flag):
     for p in model.parameters(): p.requires_grad_(flag)
 
+# %% ../nbs/04_gan.ipynb #2555329b
 class GANLoop:
     "An explicit GAN training loop: adaptive switching, two Adam optimizers, per-epoch atomic checkpoints and sample grids."
     def __init__(self, gen, critic, pixel_loss, lr=1e-4, critic_lr_mult=5., weights=(1., 50.), betas=(0., 0.99),
@@ -161,31 +163,35 @@ class GANLoop:
         for g in self.opt_gen.param_groups: g['lr'] = lr
         for g in self.opt_critic.param_groups: g['lr'] = lr * self.critic_lr_mult
 
-    def critic_step(self, x, y):
-        "Train the critic for one batch of inputs `x` and targets `y`; return its loss."
-        _set_trainable(self.critic, True)
-        with torch.no_grad(), self.amp.autocast(): fake = self.gen(x)
-        with self.amp.autocast(): loss = gan_critic_loss(self.critic(y), self.critic(fake))
-        self.amp.step(loss, self.opt_critic)
-        return loss.item()
+# %% ../nbs/04_gan.ipynb #0bd8253a
+@patch
+def critic_step(self: GANLoop, x, y):
+    "Train the critic for one batch of inputs `x` and targets `y`; return its loss."
+    _set_trainable(self.critic, True)
+    with torch.no_grad(), self.amp.autocast(): fake = self.gen(x)
+    with self.amp.autocast(): loss = gan_critic_loss(self.critic(y), self.critic(fake))
+    self.amp.step(loss, self.opt_critic)
+    return loss.item()
 
-    def gen_step(self, x, y):
-        "Train the generator for one batch against the frozen critic; return its loss."
-        _set_trainable(self.critic, False)
-        with self.amp.autocast():
-            fake = self.gen(x)
-            loss = gan_generator_loss(self.critic(fake), fake.float(), y, self.pixel_loss, self.weights)
-        self.amp.step(loss, self.opt_gen)
-        _set_trainable(self.critic, True)
-        return loss.item()
+@patch
+def gen_step(self: GANLoop, x, y):
+    "Train the generator for one batch against the frozen critic; return its loss."
+    _set_trainable(self.critic, False)
+    with self.amp.autocast():
+        fake = self.gen(x)
+        loss = gan_generator_loss(self.critic(fake), fake.float(), y, self.pixel_loss, self.weights)
+    self.amp.step(loss, self.opt_gen)
+    _set_trainable(self.critic, True)
+    return loss.item()
 
-    def step(self, x, y):
-        "One batch in the switcher's current phase; records the loss and the phase."
-        gen_mode = self.switcher.gen_mode
-        loss = (self.gen_step if gen_mode else self.critic_step)(x, y)
-        self.switcher.after_batch(loss)
-        self.history['loss'].append(loss); self.history['gen_mode'].append(gen_mode)
-        return loss
+@patch
+def step(self: GANLoop, x, y):
+    "One batch in the switcher's current phase; records the loss and the phase."
+    gen_mode = self.switcher.gen_mode
+    loss = (self.gen_step if gen_mode else self.critic_step)(x, y)
+    self.switcher.after_batch(loss)
+    self.history['loss'].append(loss); self.history['gen_mode'].append(gen_mode)
+    return loss
 
 # %% ../nbs/04_gan.ipynb #85a1b9c3
 def _seed_epoch(seed, epoch, dl=None):
@@ -278,6 +284,7 @@ def fit_gan(loop: GANLoop, stages, pairs: dict, st: SuperresSettings, ckpt=None,
                  after_batch=after_batch, budget_s=budget_s)
     return loop
 
+# %% ../nbs/04_gan.ipynb #b0df10ef
 def sample_inputs(pairs: dict, st: SuperresSettings, n: int, stage: Stage):
     "`n` fixed validation crops (inputs, targets) of the held-out photos at `stage`'s size: the pictures watched every epoch."
     ds = superres_dls(pairs, stage, st.data).valid.dataset
@@ -303,13 +310,14 @@ def plot_gan_history(loop: GANLoop, thresh=None, ax=None):
     return ax.figure
 
 # %% ../nbs/04_gan.ipynb #ff29b1e8
-def show_epoch_samples(out, prefix, x=None, y=None, max_rows=8):
-    "Figure: the `out/{prefix}_NN.png` sample grids of (at most `max_rows` evenly spaced) epochs, between inputs `x` and targets `y`."
+def show_epoch_samples(out, prefix, x=None, y=None, max_rows=8, before=None):
+    "Figure: the `out/{prefix}_NN.png` sample grids of (at most `max_rows` evenly spaced) epochs, between inputs `x` (then `before`, the output before the first epoch) and targets `y`."
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
     files = sorted(Path(out).glob(f'{prefix}_[0-9][0-9].png'))
     if len(files) > max_rows: files = [files[round(i)] for i in np.linspace(0, len(files) - 1, max_rows)]
     rows = [('input', make_grid(x, nrow=len(x), padding=1))] if x is not None else []
+    if before is not None: rows.append(('before the\nGAN phase', make_grid(before.float().cpu(), nrow=len(before), padding=1)))
     rows += [(f'epoch {f.stem.rsplit("_", 1)[-1]}', torch.from_numpy(np.array(Image.open(f).convert('RGB'))).permute(2, 0, 1) / 255)
              for f in files]
     if y is not None: rows.append(('target', make_grid(y, nrow=len(y), padding=1)))
