@@ -261,6 +261,9 @@ def test_cli_superres_tiny(tiny_run, tmp_path):
     assert (d/'superres_grid.png').stat().st_size > 0 and (d/'crappify.png').is_file()
     assert (d/'generator_mse.pth').is_file() and (d/'generator_feature.pth').is_file()
     assert (d/'03_superres.ipynb').is_file()                              # the executed notebook, kept beside its outputs
+    from lessons_lib.cli import notebook_fingerprint                       # stamped as a refresh stamps it (lessons-nb adopt)
+    stamp = json.loads((d/'03_superres.ipynb').read_text())['metadata']['lessons_lib']
+    assert stamp['fingerprint'] == notebook_fingerprint(Path(__file__).parents[1]/'nbs'/'03_superres.ipynb') and stamp['size'] == 'tiny'
     # the jobs in turn (resolution with the box out of the loss, then the watermark), beside the course's plain MSE
     for m_ in ('mse', 'mse_plain'):
         assert (d/f'train_{m_}.pth').is_file() and (d/f'train_{m_}_watermark.pth').is_file(), m_
