@@ -456,10 +456,21 @@ def refresh_notebook(nb_path, cfg: Config | None = None, log=print):
     if lesson and f.is_file() and f.stat().st_mtime >= t0: record_headlines(nb_path, json.loads(f.read_text()), lesson)
 
 # %% ../nbs/00h_cli.ipynb #0f254672
+def _relative_paths(outputs, where: Path, here: str):
+    "`outputs` of a notebook cell with the absolute folder `where` written as `here` (nbformat objects, changed in place)."
+    def fix(v): return ([fix(x) for x in v] if isinstance(v, list) else v.replace(str(where), here) if isinstance(v, str) else v)
+    for o in outputs:
+        if 'text' in o: o['text'] = fix(o['text'])
+        for k in list(o.get('data', {})):
+            if k.startswith('text/'): o['data'][k] = fix(o['data'][k])
+    return outputs
+
 def adopt_run(out, nbs=None, log=print) -> list:
     "Store the outputs of the lessons `lesson7` executed into `out` in `nbs/`, each where its fingerprint is the notebook's now."
     import nbformat
     nbs, default, done = Path(nbs or nbs_dir()), get_config({}), []
+    where = Path(out).resolve()     # shown from the folder the run started in: `results/...`, not `/home/you/.../results/...`
+    here = where.name
     for name, nb_name in LESSONS.items():
         run_path, dest = Path(out)/name/nb_name, nbs/nb_name
         if not run_path.is_file(): log(f'{name}: no {run_path}: not adopted'); continue
@@ -471,7 +482,7 @@ def adopt_run(out, nbs=None, log=print) -> list:
             log(f"{name}: {run_path} ran at size={stamp.get('size')}, data={stamp.get('data')}, not the defaults: not adopted"); continue
         nb = nbformat.read(dest, as_version=4)      # the same code cells, in the same order (the fingerprint says so)
         for c, r in zip(*[[c for c in n.cells if c.cell_type == 'code'] for n in (nb, run)]):
-            c.outputs, c.execution_count = r.outputs, r.execution_count
+            c.outputs, c.execution_count = _relative_paths(r.outputs, where, here), r.execution_count
         nb.metadata[FINGERPRINT_KEY] = stamp
         save_notebook(nb, dest)
         if (f := Path(out)/name/'metrics.json').is_file(): record_headlines(dest, json.loads(f.read_text()), name)
