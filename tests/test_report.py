@@ -9,35 +9,19 @@ from lessons_lib import cli, report
 from lessons_lib.report import HEADLINES, lookup, record_headlines, stored_headlines, write_report
 from conftest import BIN, REPO
 
-# The metrics of one stored run (a883100's committed outputs, read by `_saved_metrics`), frozen so that the report's
+# The metrics of one stored run (a883100's committed outputs, as their notebooks showed them), frozen so that the report's
 # expected text below does not move with each refresh of the notebooks.
 FROZEN = json.loads((Path(__file__).parent/'report_metrics.json').read_text())
 HW = dict(device='cpu', cpu='Intel(R) Xeon(R) Processor', bf16=True, precision='bfloat16', processes=1,
           channels_last_min_width=128, cpu_threads=2)
 
 
-def _saved_metrics(lesson) -> dict:
-    "The metrics lesson `lesson`'s notebook saved in its committed run, read from its stored outputs."
-    nb = json.loads((REPO/'nbs'/cli.LESSONS[lesson]).read_text())
-    cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and 'save_metrics(cfg' in ''.join(c['source']))
-    data = next(o['data'] for o in cell['outputs'] if 'data' in o)
-    if lesson != 'wgan': return ast.literal_eval(''.join(data['text/plain']))          # the cell shows the dict
-    h = ''.join(data['text/html'])                                                   # lesson 5 shows its table
-    cols, rows = re.findall(r'<th>(\w+)</th>', h.split('</thead>')[0]), cli.table_rows(h)
-    return {f'{r[0]}_{k}': float(v) for r in rows for k, v in zip(cols, r[1:])}    # (the keys it adds: `_saved_keys`)
-
-def _saved_keys(lesson) -> set:
-    "The top-level keys of the metrics lesson `lesson` saved: those of `_saved_metrics`, and for lesson 5 those its cell adds."
-    nb = json.loads((REPO/'nbs'/cli.LESSONS[lesson]).read_text())
-    src = next(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code' and 'save_metrics(cfg' in ''.join(c['source']))
-    return {*_saved_metrics(lesson), *(re.findall(r'(\w+)=', src.split('metrics.update(')[1]) if lesson == 'wgan' else [])}
-
-
 @pytest.mark.parametrize('lesson', list(HEADLINES))
 def test_headlines_read_the_keys_the_lessons_save(lesson):
     "Every path a headline reads is in the metrics its notebook saved; its key figure is one the notebook saves."
-    m, h = _saved_metrics(lesson), HEADLINES[lesson]
-    assert [p for p in h.paths if lookup(m, p) is None and p not in _saved_keys(lesson)] == []
+    # what the notebook's run saved in metrics.json, as `lessons-nb refresh` / `adopt` recorded it beside the outputs
+    m, h = stored_headlines(REPO/'nbs'/cli.LESSONS[lesson]), HEADLINES[lesson]
+    assert [p for p in h.paths if lookup(m, p) is None] == []
     if h.sweep: assert all(q.key in m[h.sweep.key][0] for q in (h.sweep.by, *h.sweep.columns))
     src = ''.join(''.join(c['source']) for c in json.loads((REPO/'nbs'/cli.LESSONS[lesson]).read_text())['cells'])
     assert f"out/'{h.figure}'" in src, h.figure
