@@ -167,15 +167,6 @@ class GANLoop:
 
     @property
     def device(self): return next(self.gen.parameters()).device
-
-    def train_mode(self):
-        "Both models in training mode; with `freeze_bn`, the generator's batch norms in eval mode (they keep their statistics)."
-        self.gen.train(); self.critic.train()
-        if self.freeze_bn:
-            for m in self.gen.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
-        return self
-
     def close(self):
         "Release the content loss's hooks (a `FeatureLoss`); the loop cannot train afterwards."
         if hasattr(self.pixel_loss, 'close'): self.pixel_loss.close()
@@ -184,6 +175,25 @@ class GANLoop:
         "Set the generator's learning rate to `lr` and the critic's to `lr` x `critic_lr_mult`."
         for g in self.opt_gen.param_groups: g['lr'] = lr
         for g in self.opt_critic.param_groups: g['lr'] = lr * self.critic_lr_mult
+
+# %% ../nbs/04_gan.ipynb #a1c3e5f7
+@patch
+def train_mode(self: GANLoop):
+    "Both models in training mode; with `freeze_bn`, the generator's batch norms in eval mode (they keep their statistics)."
+    self.gen.train(); self.critic.train()
+    if self.freeze_bn:
+        for m in self.gen.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+    return self
+
+@patch
+def update_average(self: GANLoop):
+    "Move `gen_ema` a fraction `1 - ema` of the way to the generator's weights (its batch-norm statistics copied); nothing without `ema`."
+    if self.gen_ema is None: return
+    with torch.no_grad():
+        for a, p in zip(self.gen_ema.parameters(), self.gen.parameters()): a.lerp_(p, 1 - self.ema)
+        for a, b in zip(self.gen_ema.buffers(), self.gen.buffers()): a.copy_(b)
+
 
 # %% ../nbs/04_gan.ipynb #0bd8253a
 @patch
@@ -204,10 +214,7 @@ def gen_step(self: GANLoop, x, y):
         loss = gan_generator_loss(self.critic(fake), fake.float(), y, self.pixel_loss, self.weights)
     self.amp.step(loss, self.opt_gen)
     _set_trainable(self.critic, True)
-    if self.gen_ema is not None:
-        with torch.no_grad():
-            for a, p in zip(self.gen_ema.parameters(), self.gen.parameters()): a.lerp_(p, 1 - self.ema)
-            for a, b in zip(self.gen_ema.buffers(), self.gen.buffers()): a.copy_(b)
+    self.update_average()
     return loss.item()
 
 @patch
