@@ -1,6 +1,6 @@
 """`report.md` (lessons_lib.report), from fake output folders built with the real keys: the metrics the lessons' notebooks
 stored (their committed outputs). Cheap: no lesson runs."""
-import ast, json, os, re, shutil, subprocess
+import json, os, re, shutil, subprocess
 from pathlib import Path
 import nbformat
 import pytest
