@@ -19,7 +19,7 @@ __all__ = ['LESSONS', 'PROGRESS_EVERY', 'LOW_SPACE', 'FINGERPRINT_KEY', 'repo_ro
            'is_progress_output', 'strip_progress', 'progress_bars', 'progress_line', 'CellError', 'KernelDied',
            'table_rows', 'kernel_death', 'save_notebook', 'execute_notebook', 'lessons_error_names', 'execute_lesson',
            'make_parser', 'main', 'imported_modules', 'notebook_modules', 'notebook_fingerprint', 'stored_fingerprint',
-           'stale_notebooks', 'refresh_notebook', 'nb_main']
+           'stale_notebooks', 'refresh_notebook', 'adopt_run', 'nb_main']
 
 # %% ../nbs/00h_cli.ipynb #e67abec1
 LESSONS = dict(resnet='01_resnet.ipynb', unet='02_unet.ipynb', superres='03_superres.ipynb', gan='04_gan.ipynb',
@@ -252,8 +252,10 @@ def execute_lesson(name, cfg: Config, log=print) -> dict:
     "Run lesson `name`'s notebook with `cfg` into `out/name`; return its metrics (with the seconds taken)."
     d = lesson_dir(cfg, name)
     nb = nbs_dir()/LESSONS[name]
+    stamp = _run_stamp(nb, cfg)       # what produced it, as `refresh_notebook` records: `lessons-nb adopt` can store it
     t0 = time.perf_counter()
     execute_notebook(nb, d/nb.name, cfg, log=log, progress_every=PROGRESS_EVERY.get(cfg.size))
+    if stamp: _set_metadata(d/nb.name, stamp)
     if not is_main_process():        # rank 0 writes them
         return dict(seconds=round(time.perf_counter() - t0, 1), notebook=str(d/nb.name))
     f = d/'metrics.json'
@@ -420,6 +422,18 @@ def notebook_fingerprint(nb_path, root=None) -> str:
     h.update(_pins(root).encode())
     return h.hexdigest()[:16]
 
+def _run_stamp(nb_path, cfg: Config):
+    "The metadata `refresh_notebook` records (fingerprint and settings) for a notebook of this checkout's `nbs/`; None elsewhere."
+    root = repo_root()
+    if Path(nb_path).resolve().parent != (root/'nbs').resolve() or not (root/'pyproject.toml').is_file(): return None
+    return dict(fingerprint=notebook_fingerprint(nb_path, root), size=cfg.size, data=cfg.data, bf16=cfg.bf16)
+
+def _set_metadata(nb_path, stamp: dict):
+    import nbformat
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.metadata[FINGERPRINT_KEY] = stamp
+    save_notebook(nb, nb_path)
+
 def stored_fingerprint(nb_path):
     "The fingerprint recorded in the notebook's metadata by `refresh_notebook`, or None."
     import nbformat
@@ -436,20 +450,56 @@ def refresh_notebook(nb_path, cfg: Config | None = None, log=print):
     cfg = cfg or get_config({})
     t0 = time.time()
     execute_notebook(nb_path, nb_path, cfg, log=log)
-    nb = nbformat.read(nb_path, as_version=4)
-    nb.metadata[FINGERPRINT_KEY] = dict(fingerprint=notebook_fingerprint(nb_path), size=cfg.size, data=cfg.data, bf16=cfg.bf16)
-    save_notebook(nb, nb_path)
+    _set_metadata(nb_path, dict(fingerprint=notebook_fingerprint(nb_path), size=cfg.size, data=cfg.data, bf16=cfg.bf16))
     lesson = next((k for k, v in LESSONS.items() if v == nb_path.name), None)     # a lesson: its headlines, for report.md
     f = Path(cfg.out or default_out())/str(lesson)/'metrics.json'
     if lesson and f.is_file() and f.stat().st_mtime >= t0: record_headlines(nb_path, json.loads(f.read_text()), lesson)
 
+# %% ../nbs/00h_cli.ipynb #0f254672
+def _relative_paths(outputs, where: Path, here: str):
+    "`outputs` of a notebook cell with the absolute folder `where` written as `here` (nbformat objects, changed in place)."
+    def fix(v): return ([fix(x) for x in v] if isinstance(v, list) else v.replace(str(where), here) if isinstance(v, str) else v)
+    for o in outputs:
+        if 'text' in o: o['text'] = fix(o['text'])
+        for k in list(o.get('data', {})):
+            if k.startswith('text/'): o['data'][k] = fix(o['data'][k])
+    return outputs
+
+def adopt_run(out, nbs=None, log=print) -> list:
+    "Store the outputs of the lessons `lesson7` executed into `out` in `nbs/`, each where its fingerprint is the notebook's now."
+    import nbformat
+    nbs, default, done = Path(nbs or nbs_dir()), get_config({}), []
+    where = Path(out).resolve()     # shown from the folder the run started in: `results/...`, not `/home/you/.../results/...`
+    here = where.name
+    for name, nb_name in LESSONS.items():
+        run_path, dest = Path(out)/name/nb_name, nbs/nb_name
+        if not run_path.is_file(): log(f'{name}: no {run_path}: not adopted'); continue
+        run = nbformat.read(run_path, as_version=4)
+        stamp = run.metadata.get(FINGERPRINT_KEY, {})
+        if stamp.get('fingerprint') != notebook_fingerprint(dest):
+            log(f'{name}: {run_path} ran other code, modules, data or packages than {dest} has now: not adopted'); continue
+        if (stamp.get('size'), stamp.get('data')) != (default.size, default.data):
+            log(f"{name}: {run_path} ran at size={stamp.get('size')}, data={stamp.get('data')}, not the defaults: not adopted"); continue
+        nb = nbformat.read(dest, as_version=4)      # the same code cells, in the same order (the fingerprint says so)
+        for c, r in zip(*[[c for c in n.cells if c.cell_type == 'code'] for n in (nb, run)]):
+            c.outputs, c.execution_count = _relative_paths(r.outputs, where, here), r.execution_count
+        nb.metadata[FINGERPRINT_KEY] = stamp
+        save_notebook(nb, dest)
+        if (f := Path(out)/name/'metrics.json').is_file(): record_headlines(dest, json.loads(f.read_text()), name)
+        log(f'{name}: the outputs of {run_path} stored in {dest}'); done.append(dest)
+    return done
+
 # %% ../nbs/00h_cli.ipynb #2a9d7e34
 def nb_main(argv=None):
-    "Entry point of `lessons-nb`: `check` or `refresh` the stored outputs of notebooks."
-    p = argparse.ArgumentParser(prog='lessons-nb', description="Check or refresh the stored outputs of the notebooks.")
-    p.add_argument('command', choices=['check', 'refresh'])
-    p.add_argument('notebooks', nargs='+', type=Path)
+    "Entry point of `lessons-nb`: `check` or `refresh` the stored outputs of notebooks, or `adopt` those of a `lesson7` run."
+    p = argparse.ArgumentParser(prog='lessons-nb', description="Check or refresh the stored outputs of the notebooks, "
+                                "or adopt those of the lessons a `lesson7 all --out OUT` executed (`lessons-nb adopt OUT`).")
+    p.add_argument('command', choices=['check', 'refresh', 'adopt'])
+    p.add_argument('notebooks', nargs='+', type=Path, help='notebooks; for adopt, the output folders of lesson7 runs')
     a = p.parse_args(argv)
+    if a.command == 'adopt':
+        if not sum(len(adopt_run(out)) for out in a.notebooks): sys.exit(1)
+        return
     if a.command == 'check':
         stale = stale_notebooks(a.notebooks)
         for nb in stale: print(f"{nb}: its stored outputs do not match its code, lessons_lib, data/ or the pinned packages; "

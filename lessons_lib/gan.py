@@ -49,10 +49,13 @@ class GanSettings:
     critic_thresh: float = 0.65       # the adaptive switcher's threshold (course: 0.65)
     critic_lr_mult: float = 5.        # the critic's learning rate over the generator's (course: 5, fastai's default)
     betas: tuple = (0., 0.99)         # Adam's, as the course's GAN
+    freeze_bn: bool = True            # the pretrained generator's batch norms keep lesson 3's statistics in the GAN phase
+    ema: float | None = 0.99          # the generator kept: a moving average of its weights, this decay per generator batch (None: the last)
     keep_epochs: bool = True          # keep the generator of every epoch (DeOldify's "inflection point"); full: off (disk)
     n_samples: int = 4                # held-out crops drawn after every epoch
     max_photos: int | None = None     # photos per split for the critic (tiny: fewer, faster)
 
+# %% ../nbs/04_gan.ipynb #7379f54c
 GAN_SIZES = dict(
     small=GanSettings(),
     tiny=GanSettings(gen_brief=(Stage(64, 4, 1, 3e-3, pct_start=0.3, n_train=8),), critic_nf=8, critic_epochs=1, critic_bs=2,
@@ -82,7 +85,7 @@ def pretrained_generator(cfg: Config, gs: GanSettings, st: SuperresSettings, pai
     if verbose: print(f"pretrained generator: none from lesson 3 in {shown(out.parent/'superres')}; training one here with MSE, "
                       f"{sum(s.epochs for s in stages)} epochs ({'a short schedule' if gs.gen_brief else 'lesson 3s schedule'})")
     seed_everything(cfg)
-    gen = superres_generator(cfg, st.encoder, st.widths)
+    gen = superres_generator(cfg, st.encoder, st.widths, lowres=st.lowres)
     meta = checkpoint_meta(cfg, st, kind='gan-pretrained', stages=stages)
     secs = train_generator(gen, nn.MSELoss(), stages, pairs, st, cfg, ckpt=out/'train_generator.pth', meta=meta, name='generator').seconds
     return dict(path=save_generator(gen, out/'generator_pretrained.pth', meta=meta), seconds=secs, source='trained here')
@@ -136,13 +139,21 @@ def gan_generator_loss(fake_logits, fake, target, pixel_loss, weights=(1., 50.))
 def _set_trainable(model, flag):
     for p in model.parameters(): p.requires_grad_(flag)
 
+def _frozen_copy(model):
+    import copy
+    m = copy.deepcopy(model).eval()
+    _set_trainable(m, False)
+    return m
+
+# %% ../nbs/04_gan.ipynb #2555329b
 class GANLoop:
     "An explicit GAN training loop: adaptive switching, two Adam optimizers, per-epoch atomic checkpoints and sample grids."
     def __init__(self, gen, critic, pixel_loss, lr=1e-4, critic_lr_mult=5., weights=(1., 50.), betas=(0., 0.99),
-                 switcher=None, seed=42, meta=None, amp=None):
+                 switcher=None, seed=42, meta=None, amp=None, freeze_bn=False, ema=None):
         self.gen, self.critic, self.pixel_loss, self.weights, self.seed = gen, critic, pixel_loss, weights, seed
         self.amp = amp or AmpStep()                      # mixed precision (`train.AmpStep`; default float32)
-        self.critic_lr_mult = critic_lr_mult
+        self.critic_lr_mult, self.freeze_bn, self.ema = critic_lr_mult, freeze_bn, ema
+        self.gen_ema = _frozen_copy(gen) if ema else None   # the average of the generator's weights (`ema` decay per generator batch)
         self.switcher = switcher or AdaptiveSwitcher()
         self.opt_gen = torch.optim.Adam(gen.parameters(), lr=lr, betas=betas)
         self.opt_critic = torch.optim.Adam(critic.parameters(), lr=lr * critic_lr_mult, betas=betas)
@@ -150,8 +161,12 @@ class GANLoop:
         self.epoch, self.seconds, self.history = 0, 0., dict(loss=[], gen_mode=[], epoch_end=[])
 
     @property
-    def device(self): return next(self.gen.parameters()).device
+    def generator(self):
+        "The generator this loop produces: the moving average of the weights if `ema`, else the generator being trained."
+        return self.gen if self.gen_ema is None else self.gen_ema
 
+    @property
+    def device(self): return next(self.gen.parameters()).device
     def close(self):
         "Release the content loss's hooks (a `FeatureLoss`); the loop cannot train afterwards."
         if hasattr(self.pixel_loss, 'close'): self.pixel_loss.close()
@@ -161,31 +176,55 @@ class GANLoop:
         for g in self.opt_gen.param_groups: g['lr'] = lr
         for g in self.opt_critic.param_groups: g['lr'] = lr * self.critic_lr_mult
 
-    def critic_step(self, x, y):
-        "Train the critic for one batch of inputs `x` and targets `y`; return its loss."
-        _set_trainable(self.critic, True)
-        with torch.no_grad(), self.amp.autocast(): fake = self.gen(x)
-        with self.amp.autocast(): loss = gan_critic_loss(self.critic(y), self.critic(fake))
-        self.amp.step(loss, self.opt_critic)
-        return loss.item()
+# %% ../nbs/04_gan.ipynb #a1c3e5f7
+@patch
+def train_mode(self: GANLoop):
+    "Both models in training mode; with `freeze_bn`, the generator's batch norms in eval mode (they keep their statistics)."
+    self.gen.train(); self.critic.train()
+    if self.freeze_bn:
+        for m in self.gen.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+    return self
 
-    def gen_step(self, x, y):
-        "Train the generator for one batch against the frozen critic; return its loss."
-        _set_trainable(self.critic, False)
-        with self.amp.autocast():
-            fake = self.gen(x)
-            loss = gan_generator_loss(self.critic(fake), fake.float(), y, self.pixel_loss, self.weights)
-        self.amp.step(loss, self.opt_gen)
-        _set_trainable(self.critic, True)
-        return loss.item()
+@patch
+def update_average(self: GANLoop):
+    "Move `gen_ema` a fraction `1 - ema` of the way to the generator's weights (its batch-norm statistics copied); nothing without `ema`."
+    if self.gen_ema is None: return
+    with torch.no_grad():
+        for a, p in zip(self.gen_ema.parameters(), self.gen.parameters()): a.lerp_(p, 1 - self.ema)
+        for a, b in zip(self.gen_ema.buffers(), self.gen.buffers()): a.copy_(b)
 
-    def step(self, x, y):
-        "One batch in the switcher's current phase; records the loss and the phase."
-        gen_mode = self.switcher.gen_mode
-        loss = (self.gen_step if gen_mode else self.critic_step)(x, y)
-        self.switcher.after_batch(loss)
-        self.history['loss'].append(loss); self.history['gen_mode'].append(gen_mode)
-        return loss
+
+# %% ../nbs/04_gan.ipynb #0bd8253a
+@patch
+def critic_step(self: GANLoop, x, y):
+    "Train the critic for one batch of inputs `x` and targets `y`; return its loss."
+    _set_trainable(self.critic, True)
+    with torch.no_grad(), self.amp.autocast(): fake = self.gen(x)
+    with self.amp.autocast(): loss = gan_critic_loss(self.critic(y), self.critic(fake))
+    self.amp.step(loss, self.opt_critic)
+    return loss.item()
+
+@patch
+def gen_step(self: GANLoop, x, y):
+    "Train the generator for one batch against the frozen critic; return its loss."
+    _set_trainable(self.critic, False)
+    with self.amp.autocast():
+        fake = self.gen(x)
+        loss = gan_generator_loss(self.critic(fake), fake.float(), y, self.pixel_loss, self.weights)
+    self.amp.step(loss, self.opt_gen)
+    _set_trainable(self.critic, True)
+    self.update_average()
+    return loss.item()
+
+@patch
+def step(self: GANLoop, x, y):
+    "One batch in the switcher's current phase; records the loss and the phase."
+    gen_mode = self.switcher.gen_mode
+    loss = (self.gen_step if gen_mode else self.critic_step)(x, y)
+    self.switcher.after_batch(loss)
+    self.history['loss'].append(loss); self.history['gen_mode'].append(gen_mode)
+    return loss
 
 # %% ../nbs/04_gan.ipynb #85a1b9c3
 def _seed_epoch(seed, epoch, dl=None):
@@ -198,7 +237,7 @@ def _seed_epoch(seed, epoch, dl=None):
 @patch
 def fit(self: GANLoop, n_epochs, dl, ckpt=None, after_epoch=(), after_batch=(), budget_s=None):
     "Train until `n_epochs` epochs are done (or `budget_s` seconds spent); after each epoch call `after_epoch` and save `ckpt`."
-    self.gen.train(); self.critic.train()
+    self.train_mode()
     while self.epoch < n_epochs and (budget_s is None or self.seconds < budget_s):
         _seed_epoch(self.seed, self.epoch, dl)
         t0 = time.perf_counter()
@@ -220,7 +259,8 @@ def state_dict(self: GANLoop) -> dict:
     "Everything needed to continue training: models, optimizers, epoch, seconds, switcher, history, meta."
     return dict(meta=self.meta, epoch=self.epoch, seconds=self.seconds, gen=self.gen.state_dict(),
                 critic=self.critic.state_dict(), opt_gen=self.opt_gen.state_dict(),
-                opt_critic=self.opt_critic.state_dict(), switcher=self.switcher.state_dict(), history=self.history)
+                opt_critic=self.opt_critic.state_dict(), switcher=self.switcher.state_dict(), history=self.history,
+                **({'gen_ema': self.gen_ema.state_dict()} if self.gen_ema is not None else {}))
 
 @patch
 def save(self: GANLoop, path) -> Path:
@@ -230,7 +270,9 @@ def save(self: GANLoop, path) -> Path:
 @patch
 def load(self: GANLoop, path):
     "Restore the state saved at `path`, or raise `CheckpointError` naming the file and what is wrong with it."
-    sd = load_parts(path, self, GAN_CKPT_KEYS, self.meta, what='a GAN checkpoint of this lesson', map_location=self.device)
+    ema = ('gen_ema',) if self.gen_ema is not None else ()
+    sd = load_parts(path, self, GAN_CKPT_KEYS + ema, self.meta, parts=('gen', 'critic', 'opt_gen', 'opt_critic', *ema),
+                    what='a GAN checkpoint of this lesson', map_location=self.device)
     self.switcher.load_state_dict(sd['switcher'])
     self.epoch, self.seconds, self.history = sd['epoch'], sd['seconds'], sd['history']
     return self
@@ -240,15 +282,15 @@ def sample_saver(x, out, prefix='samples'):
     "An `after_epoch` callback for `GANLoop.fit`: saves the generator's output on the fixed inputs `x` as `out/{prefix}_{epoch:02d}.png`."
     from torchvision.utils import save_image
     def _save(loop):
-        loop.gen.eval()
-        with torch.no_grad(): fake = loop.gen(x.to(loop.device)).clamp(0, 1).float().cpu()
-        loop.gen.train()
+        loop.generator.eval()
+        with torch.no_grad(): fake = loop.generator(x.to(loop.device)).clamp(0, 1).float().cpu()
+        loop.train_mode()
         atomic_write(Path(out)/f'{prefix}_{loop.epoch:02d}.png', lambda p: save_image(fake, p, format='png', nrow=len(x), padding=1))
     return _save
 
 def generator_keeper(out, prefix='gan', meta=None):
     "An `after_epoch` callback that keeps the generator of every epoch as `out/{prefix}_generator_{epoch:02d}.pth`."
-    return lambda loop: save_generator(loop.gen, Path(out)/f'{prefix}_generator_{loop.epoch:02d}.pth', meta=meta)
+    return lambda loop: save_generator(loop.generator, Path(out)/f'{prefix}_generator_{loop.epoch:02d}.pth', meta=meta)
 
 # %% ../nbs/04_gan.ipynb #67e2d4ea
 def content_loss(kind: str, cfg: Config, device=None):
@@ -258,13 +300,13 @@ def content_loss(kind: str, cfg: Config, device=None):
     raise ValueError(f"content loss {kind!r} is not 'mse' or 'feature'")
 
 def gan_loop(gen, critic, cfg: Config, gs: GanSettings, kind='nogan') -> GANLoop:
-    "A `GANLoop` with this lesson's settings: content loss, weights, betas, critic lr multiplier and threshold."
+    "A `GANLoop` with this lesson's settings: content loss, weights, betas, critic lr multiplier and threshold; a pretrained generator's batch norms frozen."
     meta = dict(kind=kind, size=cfg.size, data=cfg.data, critic_nf=gs.critic_nf, critic_blocks=gs.critic_blocks,
-                content=gs.content, generator=dict(getattr(gen, 'arch', {})))
+                content=gs.content, generator=dict(getattr(gen, 'arch', {})), ema=gs.ema, freeze_bn=gs.freeze_bn and kind != 'scratch')
     dev = next(gen.parameters()).device
     return GANLoop(gen, critic, content_loss(gs.content, cfg, dev), lr=gs.gan_stages[0].lr, critic_lr_mult=gs.critic_lr_mult,
                    weights=gs.weights, betas=gs.betas, switcher=AdaptiveSwitcher(gs.critic_thresh), seed=cfg.seed, meta=meta,
-                   amp=AmpStep(loop_amp_dtype(cfg, dev), dev))
+                   amp=AmpStep(loop_amp_dtype(cfg, dev), dev), freeze_bn=gs.freeze_bn and kind != 'scratch', ema=gs.ema)
 
 def fit_gan(loop: GANLoop, stages, pairs: dict, st: SuperresSettings, ckpt=None, after_epoch=(), after_batch=(), budget_s=None) -> GANLoop:
     "Run `loop` through `stages` (epochs counted across them, so a resumed loop skips what it did), with lesson 3's crops."
@@ -278,6 +320,7 @@ def fit_gan(loop: GANLoop, stages, pairs: dict, st: SuperresSettings, ckpt=None,
                  after_batch=after_batch, budget_s=budget_s)
     return loop
 
+# %% ../nbs/04_gan.ipynb #b0df10ef
 def sample_inputs(pairs: dict, st: SuperresSettings, n: int, stage: Stage):
     "`n` fixed validation crops (inputs, targets) of the held-out photos at `stage`'s size: the pictures watched every epoch."
     ds = superres_dls(pairs, stage, st.data).valid.dataset
@@ -303,13 +346,14 @@ def plot_gan_history(loop: GANLoop, thresh=None, ax=None):
     return ax.figure
 
 # %% ../nbs/04_gan.ipynb #ff29b1e8
-def show_epoch_samples(out, prefix, x=None, y=None, max_rows=8):
-    "Figure: the `out/{prefix}_NN.png` sample grids of (at most `max_rows` evenly spaced) epochs, between inputs `x` and targets `y`."
+def show_epoch_samples(out, prefix, x=None, y=None, max_rows=8, before=None):
+    "Figure: the `out/{prefix}_NN.png` sample grids of (at most `max_rows` evenly spaced) epochs, between inputs `x` (then `before`, the output before the first epoch) and targets `y`."
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
     files = sorted(Path(out).glob(f'{prefix}_[0-9][0-9].png'))
     if len(files) > max_rows: files = [files[round(i)] for i in np.linspace(0, len(files) - 1, max_rows)]
     rows = [('input', make_grid(x, nrow=len(x), padding=1))] if x is not None else []
+    if before is not None: rows.append(('before the\nGAN phase', make_grid(before.float().cpu(), nrow=len(before), padding=1)))
     rows += [(f'epoch {f.stem.rsplit("_", 1)[-1]}', torch.from_numpy(np.array(Image.open(f).convert('RGB'))).permute(2, 0, 1) / 255)
              for f in files]
     if y is not None: rows.append(('target', make_grid(y, nrow=len(y), padding=1)))

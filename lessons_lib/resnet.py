@@ -16,9 +16,10 @@ from .core import Config, pick
 from .layers import conv_layer, ResBlock, relu
 
 # %% auto #0
-__all__ = ['RESNET_SIZES', 'ResnetSettings', 'resnet_settings', 'conv_out', 'conv_transpose_out', 'conv_stack_sizes',
-           'simple_cnn', 'classifier_head', 'ResNet', 'course_resnet', 'make_model', 'n_conv_layers', 'results_table',
-           'plot_curves', 'deep_twin', 'plot_depth_sweep']
+__all__ = ['RESNET_SIZES', 'ResnetSettings', 'resnet_settings', 'pixel_shift', 'augmented_digit', 'show_augmented', 'conv_out',
+           'conv_transpose_out', 'conv_stack_sizes', 'mark_lr_find', 'simple_cnn', 'classifier_head', 'ResNet',
+           'course_resnet', 'trim_summary', 'make_model', 'n_conv_layers', 'results_table', 'plot_curves', 'deep_twin',
+           'plot_depth_sweep']
 
 # %% ../nbs/01_resnet.ipynb #0126acaf
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ResnetSettings:
     grid: int = 7                  # the head keeps a grid x grid map before its linear layers
     hidden: int = 128              # hidden units of the head
     p: float = 0.3                 # dropout of the head
-    sweep_blocks: tuple = (1, 3, 7)  # depth sweep: residual blocks per stage, n: 6n+2 = 8, 20, 44 layers (He et al.'s CIFAR design)
+    sweep_blocks: tuple = (1, 3, 7)  # depth sweep: n blocks per stage, 6n+2 = 8, 20, 44 layers (He et al.'s design)
     sweep_widths: tuple = (4, 8, 16) # its three stages' channels (He et al.: 16, 32, 64; narrower to fit a CPU)
     sweep_epochs: int = 8
     sweep_lr: float = 0.4          # SGD with momentum, one cycle (He et al.: 0.1 stepped down over 64k iterations)
@@ -51,17 +52,48 @@ class ResnetSettings:
     span: float = 1.0              # landscape: how far along each direction, in filter norms
     landscape_bs: int = 64         # landscape: digits in its fixed batch
 
+# %% ../nbs/01_resnet.ipynb #43454798
 RESNET_SIZES = dict(
     small=ResnetSettings(),
-    tiny=ResnetSettings(step=20, lr_find_iters=10, refactored_epochs=1, course_epochs=1, resnet_epochs=1, sweep_blocks=(1, 2), sweep_epochs=1,
-                        grid_steps=5, landscape_bs=16),
-    full=ResnetSettings(bs=128, pad=3, cnn_epochs=3, refactored_epochs=10, course_epochs=12, resnet_epochs=12, resnet_lr=0.05,
-                        wd=0.01, n_blocks=3, sweep_blocks=(3, 9, 18), sweep_widths=(16, 32, 64), sweep_epochs=12, sweep_lr=0.1,
-                        grid_steps=41, landscape_bs=1000))                  # sweep: He et al.'s 20, 56 and 110 layers
+    tiny=ResnetSettings(step=20, lr_find_iters=10, refactored_epochs=1, course_epochs=1, resnet_epochs=1,
+                        sweep_blocks=(1, 2), sweep_epochs=1, grid_steps=5, landscape_bs=16),
+    full=ResnetSettings(bs=128, pad=3, cnn_epochs=3, refactored_epochs=10, course_epochs=12, resnet_epochs=12,
+                        resnet_lr=0.05, wd=0.01, n_blocks=3, sweep_widths=(16, 32, 64), sweep_epochs=12, sweep_lr=0.1,
+                        sweep_blocks=(3, 9, 18),          # sweep: He et al.'s 20, 56 and 110 layers
+                        grid_steps=41, landscape_bs=1000))
 
 def resnet_settings(cfg: Config) -> ResnetSettings:
     "The `ResnetSettings` of `cfg.size`."
     return pick(cfg, **RESNET_SIZES)
+
+# %% ../nbs/01_resnet.ipynb #155e0462
+def pixel_shift(img, ref) -> tuple:
+    "`(down, right)`: how far `img` is `ref` moved, in pixels, from their centres of mass (exact if none is cut off)."
+    def centre(t):
+        t = torch.as_tensor(t).float().reshape(t.shape[-2:])
+        rows, cols = torch.arange(t.shape[0]), torch.arange(t.shape[1])
+        return torch.stack([(t.sum(1) * rows).sum(), (t.sum(0) * cols).sum()]) / t.sum()
+    return tuple(int(v) for v in (centre(img) - centre(ref)).round())
+
+def augmented_digit(dls, i=0, n=7):
+    "Training digit `i` of `dls`, decoded: `(original, augmented, label)`, `augmented` being `n` training-time copies."
+    x, y = dls.train_ds[i]
+    def through(dl, k):
+        dl.after_batch.split_idx = dl.dataset.split_idx   # training transforms on the training set only (fastai's way)
+        return dl.after_batch.decode(dl.after_batch((torch.stack([x] * k).to(dls.device), torch.stack([y] * k))))[0]
+    return through(dls.valid, 1)[0].cpu(), through(dls.train, n).cpu(), dls.vocab[int(y)]
+
+def show_augmented(dls, i=0, n=7):
+    "Training digit `i` of `dls` as it is, then `n` times as the training transforms shift it, titled with each shift."
+    ref, augs, label = augmented_digit(dls, i, n)
+    fig, axs = plt.subplots(1, n + 1, figsize=(1.3 * (n + 1), 1.9))
+    for ax, img, title in zip(axs, [ref, *augs], ['original', *(f'{pixel_shift(a, ref)}' for a in augs)]):
+        ax.imshow(img.squeeze(), cmap='Greys')
+        ax.axhline(img.shape[-2] / 2 - 0.5, c='r', lw=0.5); ax.axvline(img.shape[-1] / 2 - 0.5, c='r', lw=0.5)
+        ax.set_title(title, fontsize=9); ax.axis('off')
+    fig.suptitle(f"Augmentation: a training '{label}' and its random shifts (down, right) in pixels", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/01_resnet.ipynb #5339176c
 def conv_out(i, k, s=1, p=0):
@@ -77,6 +109,16 @@ def conv_stack_sizes(i, n, k=3, s=2, p=1):
     sizes = [i]
     for _ in range(n): sizes.append(conv_out(sizes[-1], k, s, p))
     return sizes
+
+# %% ../nbs/01_resnet.ipynb #d5e958ee
+def mark_lr_find(ax, lr, title='lr_find: training loss as the learning rate rises'):
+    "Title the `lr_find` plot on `ax`; write the suggested `lr` beside its point (fastai's `valley` dot, or a line)."
+    dots = [l for l in ax.lines if l.get_label() == 'valley']
+    if dots: x, y = float(dots[0].get_xdata()[0]), float(dots[0].get_ydata()[0])
+    else: x, y = lr, ax.get_ylim()[1]; ax.axvline(lr, c='C1', ls='--')
+    ax.annotate(f'valley: {lr:.2g}', (x, y), xytext=(8, 8), textcoords='offset points', color='C1')
+    ax.set_title(title)
+    return ax
 
 # %% ../nbs/01_resnet.ipynb #a3272a74
 def simple_cnn(nfs=(1, 8, 16, 32, 16, 10)) -> nn.Sequential:
@@ -119,6 +161,21 @@ def course_resnet() -> nn.Sequential:
     def conv_and_res(ni, nf): return nn.Sequential(conv_layer(ni, nf, stride=2), ResBlock(nf))
     return nn.Sequential(conv_and_res(1, 8), conv_and_res(8, 16), conv_and_res(16, 32), conv_and_res(32, 16),
                          conv_layer(16, 10, stride=2, act_cls=None), nn.Flatten())
+
+# %% ../nbs/01_resnet.ipynb #cb159906
+def trim_summary(text: str, full_groups=1) -> str:
+    "`learn.summary()` `text`, shorter: first `full_groups` groups of layers, one line per further group, the totals."
+    lines = text.splitlines()
+    heads = [i for i, l in enumerate(lines) if l.startswith('====')]              # the header's rules
+    seps = [i for i, l in enumerate(lines) if l.startswith('____')]               # after each group of layers
+    if not heads or len(seps) <= full_groups: return text
+    start = heads[-1] + 1
+    out = lines[:seps[full_groups - 1] + 1] if full_groups else lines[:start]
+    for a, b in zip(([start] + [s + 1 for s in seps])[full_groups:], seps[full_groups:]):
+        rows = lines[a + 1:b]
+        params = sum(int(w[1]) for w in (r.split() for r in rows) if len(w) > 1 and w[1].isdigit())
+        out.append(f"{lines[a].rstrip():<40}({len(rows)} layer{'s' * (len(rows) != 1)}, {params:,} parameters)")
+    return '\n'.join(out + [l for l in lines[seps[-1] + 1:] if l.startswith('Total')])
 
 # %% ../nbs/01_resnet.ipynb #58e16c09
 def make_model(st: ResnetSettings, skip=True) -> ResNet:

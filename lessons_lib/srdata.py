@@ -23,7 +23,7 @@ from .crappify import crappify_folder, to_rgb, watermark_box
 
 # %% auto #0
 __all__ = ['COURSE_DATA', 'SRDataSettings', 'SRPair', 'superres_pairs', 'image_tensor', 'open_rgb', 'SRCrops', 'superres_dls',
-           'eval_images']
+           'batch_figure', 'eval_images']
 
 # %% ../nbs/03b_srdata.ipynb #e1f2a3b5
 @dataclass(frozen=True)
@@ -83,9 +83,12 @@ def open_rgb(path) -> Image.Image:
     with Image.open(path) as im: return to_rgb(im)
 
 class SRCrops(torch.utils.data.Dataset):
-    "(bicubic-upsampled crappy crop, target crop) pairs of `size` px from `pairs`: random if `train`, else fixed."
-    def __init__(self, pairs, size, n=None, train=True, max_zoom=None, wm_frac=0.5, crops_per_photo=1, align=1, seed=0, augment=False):
+    "(bicubic-upsampled crappy crop, target crop) pairs of `size` px from `pairs`: random if `train`, else fixed; with `mask_margin`, also the watermark's mask."
+    n_inp = 1                       # fastai: the input is the first item; the target (and the mask) follow
+    def __init__(self, pairs, size, n=None, train=True, max_zoom=None, wm_frac=0.5, crops_per_photo=1, align=1, seed=0, augment=False,
+                 mask_margin=None):
         self.pairs, self.size, self.train, self.max_zoom, self.wm_frac, self.align = list(pairs), size, train, max_zoom, wm_frac, align
+        self.mask_margin = mask_margin  # px: the watermark's box, grown by this, as a third item (1, size, size) of booleans
         self.augment = augment and train
         self.n = n or len(self.pairs) * (1 if train else crops_per_photo)
         self.rng, self.seed, self.cpp = random.Random(seed), seed, crops_per_photo
@@ -133,16 +136,40 @@ class SRCrops(torch.utils.data.Dataset):
         inp = lr.resize(size, Image.BICUBIC, box=(x * fx, y * fy, (x + s) * fx, (y + s) * fy))
         targ = hr.crop((x, y, x + s, y + s)) if s == self.size else hr.resize(size, Image.LANCZOS, box=(x, y, x + s, y + s))
         inp, targ = TensorImage(image_tensor(inp)), TensorImage(image_tensor(targ))     # typed: fastai's `show_batch` knows them
-        if self.train and rng.random() < 0.5: inp, targ = inp.flip(-1), targ.flip(-1)
-        if self.augment and (k := rng.randrange(4)): inp, targ = inp.rot90(k, (-2, -1)), targ.rot90(k, (-2, -1))   # with the flip: all 8
-        return inp, targ
+        items = (inp, targ) if self.mask_margin is None else (inp, targ, self.mask(i, x, y, s, hr, lr))
+        if self.train and rng.random() < 0.5: items = tuple(t.flip(-1) for t in items)
+        if self.augment and (k := rng.randrange(4)): items = tuple(t.rot90(k, (-2, -1)) for t in items)   # with the flip: all 8
+        return items
 
-def superres_dls(pairs: dict, stage: Stage, ds: SRDataSettings, seed=0, device=None) -> DataLoaders:
-    "fastai `DataLoaders` of `SRCrops` for one training `stage` (random training crops, fixed validation crops)."
-    kw = dict(max_zoom=ds.max_zoom, align=ds.align, seed=seed)
+    def mask(self, i, x, y, s, hr, lr) -> torch.Tensor:
+        "The watermark of pair `i` in the crop (x, y, side s, target px): a (1, size, size) boolean mask, its box grown by `mask_margin`."
+        l, t, r, b = self.pairs[i].watermark_box(lr.size, hr.size)
+        k, g, n = self.size / s, self.mask_margin, self.size
+        x0, x1 = max(0, int((l - g - x) * k)), min(n, int(np.ceil((r + g - x) * k)))
+        y0, y1 = max(0, int((t - g - y) * k)), min(n, int(np.ceil((b + g - y) * k)))
+        m = torch.zeros(1, n, n, dtype=torch.bool)
+        if x1 > x0 and y1 > y0: m[:, y0:y1, x0:x1] = True
+        return m
+def superres_dls(pairs: dict, stage: Stage, ds: SRDataSettings, seed=0, device=None, mask_margin=None) -> DataLoaders:
+    "fastai `DataLoaders` of `SRCrops` for one training `stage` (random training crops, fixed validation crops); `mask_margin`: with the watermark's masks."
+    kw = dict(max_zoom=ds.max_zoom, align=ds.align, seed=seed, mask_margin=mask_margin)
     train = SRCrops(pairs['train'], stage.size, n=stage.n_train, wm_frac=ds.wm_frac, augment=ds.augment, **kw)
     valid = SRCrops(pairs['valid'], stage.size, train=False, crops_per_photo=ds.valid_crops, **kw)
     return DataLoaders.from_dsets(train, valid, bs=stage.bs, num_workers=0, device=device)
+
+# %% ../nbs/03b_srdata.ipynb #341c4452
+def batch_figure(xb, yb, n=4, title='A training batch'):
+    "Figure: the first `n` pairs of a batch, one a row: the input (crappy, bicubic-upsampled) | its target."
+    import matplotlib.pyplot as plt
+    n = min(n, len(xb))
+    fig, axs = plt.subplots(n, 2, figsize=(5, 2.5 * n), squeeze=False)
+    for k in range(n):
+        for ax, t, name in zip(axs[k], (xb[k], yb[k]), ('input: crappy, upsampled', 'target: the photo')):
+            ax.imshow(t.as_subclass(torch.Tensor).float().clamp(0, 1).permute(1, 2, 0).cpu()); ax.axis('off')
+            if k == 0: ax.set_title(name, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/03b_srdata.ipynb #ba9c7525
 def eval_images(pairs: list, ds: SRDataSettings) -> list:

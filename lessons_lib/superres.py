@@ -22,7 +22,7 @@ from fastai.callback.core import Callback
 from .core import Config, LessonsError, get_config, pick, get_device, lesson_dir, use_bf16, amp_dtype, atomic_write
 from .train import fit_stages, CheckpointCallback, check_meta
 from .weights import save_checkpoint, load_checkpoint, load_weights, ImageNetNorm, CheckpointError
-from .train import Stage, precision_cbs
+from .train import Stage, precision_cbs, checkpoint_meta
 from .metrics import psnr, ssim, sharpness_ratio, blockiness, box_mask, region_psnr, region_ssim
 from .crappify import to_rgb
 from .srdata import SRDataSettings, COURSE_DATA, superres_dls, image_tensor
@@ -30,11 +30,13 @@ from .unet import Unet, build_unet, default_encoder, unet_splitter
 
 # %% auto #0
 __all__ = ['COURSE_STAGES', 'SUPERRES_SIZES', 'GENERATOR_ARCH', 'MAX_MEGAPIXELS', 'WM_MARGIN', 'JOBS', 'SuperresSettings',
-           'superres_settings', 'ResidualGenerator', 'superres_generator', 'generator_splitter', 'save_generator',
-           'generator_meta', 'load_generator', 'UpscaleInputError', 'tile_boxes', 'run_tiles', 'upscale_tensor',
-           'upscale_image', 'evaluate_superres', 'quality_table', 'jobs_table', 'psnr_metric', 'superres_learner',
-           'HeldOutPSNR', 'KeepBest', 'train_generator', 'epoch_table', 'training_curves', 'feature_start',
-           'comparison_grid', 'error_difference_figure', 'blockiest_window', 'blocks_figure', 'upscale_files']
+           'superres_settings', 'ResidualGenerator', 'superres_generator', 'generator_splitter', 'seconds_per_step',
+           'save_generator', 'generator_meta', 'load_generator', 'UpscaleInputError', 'tile_boxes', 'run_tiles',
+           'upscale_tensor', 'upscale_image', 'evaluate_superres', 'quality_table', 'jobs_table', 'psnr_metric',
+           'BoxWeightedMSE', 'WatermarkShare', 'superres_learner', 'HeldOutPSNR', 'KeepBest', 'train_generator',
+           'epoch_table', 'train_in_turn', 'training_curves', 'loss_share_figure', 'feature_start', 'comparison_grid',
+           'hardest_window', 'zoom_figure', 'error_difference_figure', 'blockiest_window', 'blocks_figure',
+           'upscale_files']
 
 # %% ../nbs/03_superres.ipynb #e59b2ebb
 COURSE_STAGES = (Stage(128, 32, 10, 1e-2, frozen=True, pct_start=0.9), Stage(128, 32, 10, (1e-5, 1e-3), pct_start=0.9),
@@ -45,7 +47,11 @@ class SuperresSettings:
     "Lesson 3's numbers for one size; `superres_settings(cfg)` picks them (and the course data's)."
     encoder: str = 'handwritten_wide'   # lesson 1's ResNet, twice lesson 2's channels (full: the course's resnet34)
     widths: str = 'symmetric'           # decoder widths: lighter than fastai's (full: 'fastai', the course's)
-    mse_stages: tuple = (Stage(128, 8, 8, 3e-3, pct_start=0.3, n_train=960),)    # 960 steps of pixel MSE on 128-px crops
+    lowres: bool = False                # True: the U-Net works at half resolution, a pixel shuffle makes the last 2x (full: False, the course's)
+    mse_stages: tuple = (Stage(128, 8, 8, 3e-3, pct_start=0.3, n_train=960),)   # the resolution job: pixel MSE on 128-px crops ...
+    box_weight: float = 0.              # ... in which a pixel of the watermark's box weighs this: 0, out of the loss (full: 1, the course's plain MSE)
+    watermark_stages: tuple = (Stage(128, 8, 4, 1e-3, pct_start=0.3, n_train=480),)   # then the watermark job: the plain MSE, the box back in (full: none)
+    compare_plain: bool = True          # beside it, the course's plain MSE through the same stages (full: False, it is the one trained)
     feature_stages: tuple = (Stage(64, 8, 2, 5e-4, pct_start=0.3, n_train=600),)  # then 150 steps of feature loss on 64-px crops
     wd: float = 1e-3                    # the course's weight decay
     feature_from_mse: bool = True       # fine-tune the MSE generator with the feature loss (full: train afresh, as the course)
@@ -56,11 +62,13 @@ class SuperresSettings:
 SUPERRES_SIZES = dict(
     small=SuperresSettings(),
     tiny=SuperresSettings(encoder='handwritten', lr_find_iters=12, mse_stages=(Stage(64, 4, 4, 3e-3, pct_start=0.3, n_train=16),),   # 4 short epochs: resume is testable
+                          watermark_stages=(Stage(64, 4, 2, 1e-3, pct_start=0.3, n_train=8),),
                           feature_stages=(Stage(64, 4, 1, 5e-4, pct_start=0.3, n_train=8),),
                           data=SRDataSettings(variants=2, min_photo_side=64, valid_crops=1, eval_crop=128, n_eval=3)),
-    full=SuperresSettings(encoder='resnet34', widths='fastai', mse_stages=COURSE_STAGES, feature_stages=COURSE_STAGES, feature_from_mse=False,
+    full=SuperresSettings(encoder='resnet34', widths='fastai', lowres=False, box_weight=1., watermark_stages=(), compare_plain=False, mse_stages=COURSE_STAGES, feature_stages=COURSE_STAGES, feature_from_mse=False,
                           data=SRDataSettings(min_photo_side=256, n_eval=200)))
 
+# %% ../nbs/03_superres.ipynb #5b4bab94
 def superres_settings(cfg: Config) -> SuperresSettings:
     "The `SuperresSettings` of `cfg.size`, with the course's data settings (`srdata.COURSE_DATA`) when `cfg.data` is course."
     st = pick(cfg, **SUPERRES_SIZES)
@@ -68,28 +76,47 @@ def superres_settings(cfg: Config) -> SuperresSettings:
 
 # %% ../nbs/03_superres.ipynb #c3e76737
 class ResidualGenerator(nn.Module):
-    "`x + unet(normalize(x))`: a U-Net predicting the correction to its bicubic-upsampled input; [0, 1] in and out."
+    "`x + unet(normalize(x))`: a U-Net predicting the correction to its bicubic-upsampled input; [0, 1] in and out. `arch['lowres']`: at half resolution."
     def __init__(self, unet: Unet, arch: dict | None = None):
         super().__init__()
-        self.unet, self.arch, self.stride = unet, dict(arch or {}), unet.stride
+        self.unet, self.arch = unet, dict(arch or {})
+        self.down = 2 if self.arch.get('lowres') else 1  # lowres: the U-Net sees the input pixel-unshuffled (2x2 pixels -> 12 channels)
+        self.stride = unet.stride * self.down
         self.is_pretrained = unet.is_pretrained
         self.norm = ImageNetNorm()
 
     def forward(self, x):
         x = x.as_subclass(torch.Tensor)                  # fastai's typed images: plain tensors inside the model, for speed
-        out = x + self.unet(self.norm(x)).float()
+        z = self.norm(x)
+        if self.down > 1: z = F.pixel_unshuffle(z, self.down)      # lossless: half the resolution, four times the channels
+        d = self.unet(z).float()
+        if self.down > 1: d = F.pixel_shuffle(d, self.down)        # the last 2x: 12 channels at half resolution -> 3 at full
+        out = x + d
         return out if self.training else out.clamp(0, 1)
 
-def superres_generator(cfg: Config, encoder: str, widths: str, self_attention=False) -> ResidualGenerator:
-    "A fresh generator: lesson 2's `Unet` (blur, weight norm, `last_cross`, 3 outputs) on `encoder`, zero-init head."
-    unet = build_unet(cfg, 3, encoder=encoder, widths=widths, y_range=(-1., 1.), blur=True, norm_type='weight', self_attention=self_attention)
+def superres_generator(cfg: Config, encoder: str, widths: str, self_attention=False, lowres=False) -> ResidualGenerator:
+    "A fresh generator: lesson 2's `Unet` (blur, weight norm, `last_cross`) on `encoder`, zero-init head; `lowres`: at half resolution."
+    n = 12 if lowres else 3          # lowres: 2x2 pixels of 3 channels in and out of the U-Net
+    unet = build_unet(cfg, n, n_in=n, encoder=encoder, widths=widths, y_range=(-1., 1.), blur=True, norm_type='weight', self_attention=self_attention)
     conv = unet.head[0]
     nn.init.zeros_(conv.weight); nn.init.zeros_(conv.bias)
-    return ResidualGenerator(unet, dict(encoder=encoder, widths=widths, self_attention=self_attention))
+    return ResidualGenerator(unet, dict(encoder=encoder, widths=widths, self_attention=self_attention, lowres=lowres))
 
+# %% ../nbs/03_superres.ipynb #702772bc
 def generator_splitter(gen: ResidualGenerator) -> list:
     "fastai splitter for `freeze`/discriminative learning rates: lesson 2's `unet_splitter` (encoder, rest)."
     return unet_splitter(gen.unet)
+
+def seconds_per_step(gen: ResidualGenerator, size=128, bs=8, steps=5, warmup=2) -> tuple:
+    "(parameters, seconds) of one MSE training step (forward, backward, Adam) of `gen` on a random batch of `bs` `size`-px crops."
+    import time
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(bs, 3, size, size, generator=g), torch.rand(bs, 3, size, size, generator=g)
+    gen.train(); opt = torch.optim.Adam(gen.parameters(), 1e-4)
+    for k in range(warmup + steps):
+        if k == warmup: t0 = time.perf_counter()
+        loss = F.mse_loss(gen(x), y); opt.zero_grad(); loss.backward(); opt.step()
+    return sum(p.numel() for p in gen.parameters()), (time.perf_counter() - t0) / steps
 
 # %% ../nbs/03_superres.ipynb #21f3a928
 def save_generator(gen: ResidualGenerator, path, meta=None) -> Path:
@@ -101,7 +128,7 @@ def generator_meta(path) -> dict:
     ck = load_checkpoint(path)
     return ck.get('meta', {}) if isinstance(ck, dict) else {}
 
-GENERATOR_ARCH = ('encoder', 'widths', 'self_attention')    # what `save_generator` records to rebuild the model
+GENERATOR_ARCH = ('encoder', 'widths', 'self_attention', 'lowres')    # what `save_generator` records to rebuild the model
 
 def _build_from(arch: dict, cfg: Config) -> ResidualGenerator:
     "A fresh generator of the architecture `arch` a checkpoint records; a `TypeError` for settings it does not know."
@@ -145,6 +172,7 @@ def tile_boxes(h, w, tile=512, overlap=64) -> list:
             boxes.append(((t, l, b, r), grown))
     return boxes
 
+# %% ../nbs/03_superres.ipynb #c7d2c449
 @torch.no_grad()
 def run_tiles(gen, h, w, read, write, tile=512, overlap=64, progress=None):
     "`gen` (in eval mode) over an (h, w) image, tile by tile: `write(box, y)` gets its output on `read(grown box)`."
@@ -174,6 +202,7 @@ def _check_tensor(x):
         fix = 'values 0-255? divide by 255' if hi > 2 else 'clamp it'
         raise say(f"values in [0, 1], got {lo:.4g} to {hi:.4g}: {fix}")
 
+# %% ../nbs/03_superres.ipynb #95c0dbf4
 def upscale_tensor(gen, x: torch.Tensor, tile=512, overlap=64, progress=None) -> torch.Tensor:
     "`gen` on a whole image `x` (3, h, w) in [0, 1], tiled above `tile` px; `progress(i, n)` after each tile."
     _check_tensor(x)
@@ -200,6 +229,7 @@ def _check_image_file(path, scale=None) -> Path:
         except Exception as e: raise _unreadable(path, e) from None
     return path
 
+# %% ../nbs/03_superres.ipynb #d6f102d4
 def _out_size(in_size, size=None, scale=2., what='the image') -> tuple:
     "The output (w, h) for an input of `in_size`: `size`, else `scale` times it; refused over `MAX_MEGAPIXELS`."
     if size is None:
@@ -215,6 +245,7 @@ def _out_size(in_size, size=None, scale=2., what='the image') -> tuple:
                                 f"of {MAX_MEGAPIXELS} megapixels (superres.MAX_MEGAPIXELS); crop or shrink it first")
     return w, h
 
+# %% ../nbs/03_superres.ipynb #76aeccfe
 def _as_rgb(img) -> Image.Image:
     "`img` (a PIL image, an image file's path, or a uint8 array) as 8-bit RGB, EXIF rotation applied."
     takes = "upscale_image takes a PIL image, an image file's path or a uint8 array (h, w) or (h, w, 3 or 4)"
@@ -237,6 +268,7 @@ def _to_uint8(y) -> np.ndarray:
     a += 0.5                                   # in place: one float copy of the tile, not three
     return a.clip(0, 255, out=a).astype(np.uint8)
 
+# %% ../nbs/03_superres.ipynb #32e837a5
 def upscale_image(gen, img, size=None, scale=2., progress=None, tile=512, overlap=64) -> Image.Image:
     "Upscale `img` (PIL image, path or uint8 array; EXIF rotation applied) to `size` (w, h) or `scale`x, tile by tile."
     img = _as_rgb(img)
@@ -268,16 +300,11 @@ def evaluate_superres(gens: dict, images: list) -> dict:
     return res
 
 def quality_table(res: dict, images: list, keys=('psnr', 'ssim', 'sharpness')):
-    "A pandas table: one row per method, each of `keys` per photo and their mean."
+    "A pandas table: one row per photo and one for the mean; for each of `keys`, a column per method."
     import pandas as pd
-    rows = {}
-    for m, r in res.items():
-        row = {}
-        for k in keys:
-            row.update({f'{k} {im["name"].rsplit(".", 1)[0]}': v for im, v in zip(images, r[k])})
-            row[f'{k} mean'] = float(np.mean(r[k]))
-        rows[m] = row
-    return pd.DataFrame(rows).T
+    names = [im['name'].rsplit('.', 1)[0] for im in images]
+    cols = {(k, m): [*map(float, r[k]), float(np.mean(r[k]))] for k in keys for m, r in res.items()}
+    return pd.DataFrame(cols, index=[*names, 'mean'])
 
 JOBS = ('psnr', 'psnr_inside_wm', 'psnr_outside_wm', 'ssim', 'ssim_outside_wm', 'blockiness', 'sharpness')
 
@@ -287,18 +314,43 @@ def jobs_table(res: dict):
     return pd.DataFrame({m: {k: float(np.mean(r[k])) for k in JOBS} for m, r in res.items()}).T
 
 # %% ../nbs/03_superres.ipynb #21c5d4df
-def psnr_metric(pred, targ): return psnr(pred.clamp(0, 1), targ)
+def psnr_metric(pred, targ, *mask): return psnr(pred.clamp(0, 1), targ)
 
+class BoxWeightedMSE(nn.Module):
+    "Pixel MSE in which a pixel of the watermark's box (`mask`) weighs `box_weight`, one outside 1: sum(w err) / sum(w); 1 is the plain MSE."
+    def __init__(self, box_weight=1.): super().__init__(); self.box_weight = float(box_weight)
+    def forward(self, pred, targ, mask=None):
+        err = ((pred.as_subclass(torch.Tensor).float() - targ.as_subclass(torch.Tensor).float())**2).mean(1, keepdim=True)
+        if mask is None or self.box_weight == 1: return err.mean()
+        w = torch.where(mask.as_subclass(torch.Tensor), self.box_weight, 1.)
+        return (w * err).sum() / w.sum()
+
+class WatermarkShare(Metric):
+    "fastai metric: the share of the loss (`BoxWeightedMSE(box_weight)`) that the watermark's box carries on the validation crops."
+    def __init__(self, box_weight=1.): self.box_weight = float(box_weight)
+    def reset(self): self.inside, self.total = 0., 0.
+    def accumulate(self, learn):
+        pred, targ, mask = learn.pred, *learn.yb
+        err = ((pred.as_subclass(torch.Tensor).float().clamp(0, 1) - targ.as_subclass(torch.Tensor).float())**2).mean(1, keepdim=True)
+        inside = float(err[mask].sum()) * self.box_weight
+        self.inside += inside; self.total += inside + float(err[~mask].sum())
+    @property
+    def value(self): return self.inside / self.total if self.total else None
+    @property
+    def name(self): return 'wm_share'
+
+# %% ../nbs/03_superres.ipynb #46046a59
 def superres_learner(gen: ResidualGenerator, loss_func, dls, st: SuperresSettings, amp=None, metrics=()) -> Learner:
     "A fastai `Learner` training `gen` with `loss_func` (encoder and decoder as two groups), reporting the crops' PSNR each epoch."
     return Learner(dls, gen, loss_func=loss_func, wd=st.wd, splitter=generator_splitter,
                    metrics=[AvgMetric(psnr_metric), *metrics], cbs=precision_cbs(amp))
 
 class HeldOutPSNR(Metric):
-    "fastai metric: the generator's mean PSNR outside the watermark on the whole held-out photos `images` (`eval_images`), each epoch."
-    def __init__(self, images, name='heldout_psnr_out'):
-        self.images, self._name, self.model = list(images), name, None
-        self.masks = [~box_mask(im['target'].shape, im['box'], WM_MARGIN) for im in self.images]
+    "fastai metric: the generator's mean PSNR outside (or `inside`) the watermark on the whole held-out photos `images` (`eval_images`), each epoch."
+    def __init__(self, images, name=None, inside=False):
+        self.images, self._name, self.model = list(images), name or ('heldout_psnr_in' if inside else 'heldout_psnr_out'), None
+        self.masks = [box_mask(im['target'].shape, im['box'], WM_MARGIN) for im in self.images]
+        if not inside: self.masks = [~m for m in self.masks]
     def reset(self): self.model = None
     def accumulate(self, learn): self.model = learn.model
     @property
@@ -308,13 +360,13 @@ class HeldOutPSNR(Metric):
     @property
     def name(self): return self._name
 
+# %% ../nbs/03_superres.ipynb #709b6b7e
 class KeepBest(Callback):
     "Keep the weights of the epoch with the highest metric `monitor`, in memory and at `path` (so a resumed run keeps them); `history`: every epoch's value."
     order = 59                      # before `CheckpointCallback` (60): the best is saved before the epoch counts as done
     def __init__(self, monitor, path=None, meta=None, resume=False):
         self.monitor, self.path, self.meta, self.resuming = monitor, Path(path) if path else None, dict(meta or {}), resume
         self.history, self.best_state, self.validated, self.was_read = {}, None, False, False
-
     def read_back(self):
         "With `resume`, once: what an interrupted run kept (its settings must be this run's), read at the first fit or after `fit_stages`."
         # lazily: `fit_stages` checks the run's own checkpoint first, so a foreign run is refused by that one
@@ -325,7 +377,6 @@ class KeepBest(Callback):
         check_meta(self.path, ck.get('meta', {}), self.meta)
         self.history, self.best_state = {int(k): v for k, v in ck['history'].items()}, ck['model']
         return self
-
     def before_fit(self): self.read_back()
     def after_validate(self): self.validated = True
     def after_epoch(self):
@@ -337,16 +388,20 @@ class KeepBest(Callback):
             self.best_state = {k: t.detach().cpu().clone() for k, t in self.model.state_dict().items()}
         if self.path: save_checkpoint(dict(meta=self.meta, history=self.history, model=self.best_state), self.path)
 
-    @property
-    def best_epoch(self): return max(self.history, key=self.history.get)
+    best_epoch = property(lambda self: max(self.history, key=self.history.get), doc='The epoch of the highest value.')
     def load_best(self, model): model.load_state_dict(self.best_state); return model
 
+# %% ../nbs/03_superres.ipynb #72055dde
 def train_generator(gen, loss_func, stages, pairs, st: SuperresSettings, cfg: Config, ckpt=None, meta=None, metrics=(), name='generator',
-                    held_out=None, keep_best=False) -> Learner:
+                    held_out=None, keep_best=False, watermark=None) -> Learner:
     "Train `gen` with `loss_func` through `stages` on `pairs`' crops, checkpointing each epoch to `ckpt`; `learn.seconds`: the training's."
+    # watermark: a box weight; the batches then carry the watermark's masks (for `BoxWeightedMSE`), and each epoch
+    # reports the box's share of the loss (`WatermarkShare`) and, with `held_out`, the PSNR inside the box too
     dev = get_device(cfg)
-    make_dls = lambda stage: superres_dls(pairs, stage, st.data, cfg.seed, dev)
-    metrics = [*metrics, *([HeldOutPSNR(held_out)] if held_out else [])]
+    margin = None if watermark is None else WM_MARGIN
+    make_dls = lambda stage: superres_dls(pairs, stage, st.data, cfg.seed, dev, mask_margin=margin)
+    metrics = [*metrics, *([WatermarkShare(watermark)] if watermark is not None else []), *([HeldOutPSNR(held_out)] if held_out else []),
+               *([HeldOutPSNR(held_out, inside=True)] if held_out and watermark is not None else [])]
     learn = superres_learner(gen.to(dev), loss_func, make_dls(stages[0]), st, amp_dtype(cfg, dev), metrics)
     kb = None
     if keep_best and held_out:
@@ -364,11 +419,28 @@ def train_generator(gen, loss_func, stages, pairs, st: SuperresSettings, cfg: Co
     gen.eval()
     return learn
 
+# %% ../nbs/03_superres.ipynb #0b0b0a18
 def epoch_table(learn) -> dict:
     "`{column: [value per epoch]}` of `learn`'s `Recorder` (train_loss, valid_loss, the metrics), read right after training."
     names = list(learn.recorder.metric_names[1:-1])
     return {n: [float(v[i]) for v in learn.recorder.values] for i, n in enumerate(names)}
 
+# %% ../nbs/03_superres.ipynb #7690309e
+def train_in_turn(gen, pairs, st: SuperresSettings, cfg: Config, out, name='mse', box_weight=None, held_out=None) -> dict:
+    "The MSE's jobs in turn: `st.mse_stages` with the watermark's box weighing `box_weight` (default `st.box_weight`; 0: out of the loss), then `st.watermark_stages` with it in."
+    # each job checkpoints to its own file (out/train_{name}.pth, then out/train_{name}_watermark.pth): a resumed run continues either;
+    # returns the epoch table of both jobs joined (its column `job` says which), the seconds and the kept epoch of the first job
+    w = st.box_weight if box_weight is None else float(box_weight)
+    meta = checkpoint_meta(cfg, st, kind=name, box_weight=w)
+    tables, secs, best = [], 0., None
+    for job, wj, stages, ck in (('resolution', w, st.mse_stages, f'train_{name}.pth'), ('watermark', 1., st.watermark_stages, f'train_{name}_watermark.pth')):
+        if not stages: continue
+        learn = train_generator(gen, BoxWeightedMSE(wj), stages, pairs, st, cfg, ckpt=Path(out)/ck, meta=meta, name=f'{name} generator ({job})',
+                                held_out=held_out, keep_best=st.keep_best and job == 'resolution', watermark=wj)
+        t = epoch_table(learn); t['job'] = [job] * len(t['train_loss'])
+        tables.append(t); secs += learn.seconds
+        if job == 'resolution': best = getattr(learn, 'best_epoch', None)
+    return dict(table={k: [v for t in tables for v in t[k]] for k in tables[0]}, seconds=secs, best_epoch=best)
 
 # %% ../nbs/03_superres.ipynb #kb000002
 def training_curves(table: dict, bicubic_out: float, best_epoch=None):
@@ -383,6 +455,31 @@ def training_curves(table: dict, bicubic_out: float, best_epoch=None):
     if held is not None: a1.plot(ep, held, 'o-', label='generator')
     if held is not None and best_epoch is not None: a1.plot([best_epoch + 1], [held[best_epoch]], 'r*', ms=14, label='kept')
     a1.set(xlabel='epoch', ylabel='dB', title='held-out photos, outside the watermark'); a1.legend()
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/03_superres.ipynb #981d2f29
+def loss_share_figure(tables: dict, bicubic_in: float, bicubic_out: float, best=None):
+    "Figure: per epoch, for each `epoch_table` of `tables`, the watermark's share of its loss and its held-out PSNR gain outside and inside the box; a dotted line where the jobs change."
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(1, 3, figsize=(12, 3.4))
+    for name, t in tables.items():
+        ep = np.arange(1, len(t['wm_share']) + 1)
+        axs[0].plot(ep, np.array(t['wm_share']) * 100, 'o-', label=name)
+        axs[1].plot(ep, np.array(t['heldout_psnr_out']) - bicubic_out, 'o-', label=name)
+        axs[2].plot(ep, np.array(t['heldout_psnr_in']) - bicubic_in, 'o-', label=name)
+        if best and best.get(name) is not None:
+            b = best[name]; axs[1].plot([b + 1], [t['heldout_psnr_out'][b] - bicubic_out], 'r*', ms=12)
+        jobs = t.get('job', [])
+        for k in range(1, len(jobs)):                 # where one job hands over to the next
+            if jobs[k] != jobs[k - 1]:
+                for a in axs: a.axvline(k + 0.5, ls=':', c='gray')
+                axs[0].text(k + 0.6, 50, f'{jobs[k]} job', fontsize=8, color='gray')
+    axs[0].set(xlabel='epoch', ylabel='% of the loss', title="the watermark box's share of the loss", ylim=(0, 100))
+    axs[1].set(xlabel='epoch', ylabel='dB over bicubic', title='held-out photos: outside the watermark')
+    axs[2].set(xlabel='epoch', ylabel='dB over bicubic', title='held-out photos: inside the watermark')
+    axs[1].axhline(0, ls='--', c='gray'); axs[2].axhline(0, ls='--', c='gray')
+    for a in axs: a.legend(fontsize=8); a.xaxis.get_major_locator().set_params(integer=True)
     fig.tight_layout()
     return fig
 
@@ -418,6 +515,37 @@ def comparison_grid(res: dict, images: list, methods=('bicubic', 'mse', 'feature
             extra = '' if c in ('crappy', 'target') else f"\n{res[c]['psnr'][k]:.2f} dB, sharp {res[c]['sharpness'][k]:.2f}"
             a0.set_title(f"{c}{' ' + im['name'] if j == 0 else ''}{extra}", fontsize=9)
             a0.axis('off'); a1.axis('off')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/03_superres.ipynb #11179f87
+def hardest_window(bicubic, target, box, size=48, step=8, pad=8) -> tuple:
+    "(left, top) of the `size`-px window of `target`, clear of `box` grown by `pad`, where `bicubic`'s squared error is largest."
+    err = ((bicubic - target)**2).mean(0)[None, None]
+    sums = F.avg_pool2d(err, size, stride=step)[0, 0]                  # window (iy, ix) starts at (iy * step, ix * step)
+    ys, xs = torch.arange(sums.shape[0]) * step, torch.arange(sums.shape[1]) * step
+    l, t, r, b = box
+    hits = ((ys[:, None] < b + pad) & (ys[:, None] + size > t - pad)) & ((xs[None] < r + pad) & (xs[None] + size > l - pad))
+    k = int(sums.masked_fill(hits, -1.).argmax())
+    return int(xs[k % sums.shape[1]]), int(ys[k // sums.shape[1]])
+
+def zoom_figure(res: dict, images: list, methods=('bicubic', 'mse', 'feature'), size=48):
+    "Figure: per photo, its `hardest_window` away from the watermark: crappy | `methods` | target, each titled with its PSNR there."
+    import matplotlib.pyplot as plt
+    cols = ['crappy', *[m for m in methods if m in res], 'target']
+    fig, axs = plt.subplots(len(images), len(cols), figsize=(2.1 * len(cols), 2.5 * len(images)), squeeze=False)
+    for k, im in enumerate(images):
+        x, y = hardest_window(res['bicubic']['outputs'][k], im['target'], im['box'], size)
+        H, W = im['target'].shape[-2:]
+        crappy = image_tensor(im['lr'].resize((W, H), Image.NEAREST))
+        cut = lambda t: t[:, y:y + size, x:x + size].clamp(0, 1)
+        for j, (c, pic) in enumerate(zip(cols, [crappy, *[res[m]['outputs'][k] for m in cols[1:-1]], im['target']])):
+            ax = axs[k, j]
+            ax.imshow(cut(pic).permute(1, 2, 0), interpolation='nearest'); ax.axis('off')
+            title = c if c == 'target' else f'{c}\n{psnr(cut(pic), cut(im["target"])).item():.2f} dB'
+            ax.set_title(title, fontsize=8)
+            if j == 0: ax.text(-0.06, 0.5, f"{im['name']}\n({x}, {y})", rotation=90, ha='right', va='center', fontsize=8, transform=ax.transAxes)
+    fig.suptitle(f'Away from the watermark: {size}x{size} px where bicubic errs most', fontsize=10)
     fig.tight_layout()
     return fig
 

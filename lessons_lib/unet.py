@@ -1,4 +1,4 @@
-"""A handwritten U-Net (pixel shuffle + ICNR upsampling, any encoder, no hooks to leak) trained on digit scenes or CamVid and measured against fastai's `DynamicUnet`, with the course's `unet_learner`, `lr_find` and `show_results`.
+"""A handwritten U-Net (pixel shuffle + ICNR upsampling, any encoder, no hooks to leak) trained on digit scenes or CamVid and measured against fastai's `DynamicUnet`, with the course's `unet_learner` and `lr_find`.
 
 Docs: https://lessons-lib.github.io/lessons_lib/unet.html.md"""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from fastcore.basics import patch
 import numpy as np
 import torch
 from torch import nn
@@ -18,17 +19,17 @@ from .core import Config, LessonsError, get_config, pick, get_device
 from .weights import pretrained_model
 from .layers import conv_layer, check_norm, PixelShuffleICNR, SelfAttention
 from .train import Stage, fused_adam, precision_cbs, train_classifier, n_params
-from .metrics import seg_metrics
+from .metrics import seg_metrics, seg_confusion, ConfusionMetric
 from .losses import PixelCrossEntropy
 from .segdata import seg_dls
 from .resnet import ResNet
 
 # %% auto #0
 __all__ = ['HANDWRITTEN_NFS', 'HANDWRITTEN_ENCODERS', 'WIDTHS', 'UNET_SIZES', 'body_of', 'set_in_channels', 'handwritten_encoder',
-           'unet_encoder', 'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'UnetSizeError', 'Unet',
+           'unet_encoder', 'encoder_sizes', 'tap_indices', 'UnetDecoderBlock', 'unet_widths', 'Unet', 'UnetSizeError',
            'count_hooks', 'default_encoder', 'build_unet', 'unet_splitter', 'pretrain_encoder', 'seg_learner',
            'dynamic_unet_learner', 'UnetSettings', 'unet_settings', 'unet_encoder_for', 'stage_dls', 'learner_summary',
-           'results_figure']
+           'results_figure', 'class_legend', 'masks_figure', 'valid_confusion', 'class_iou', 'skip_ablation_md']
 
 # %% ../nbs/02_unet.ipynb #6d11d6c2
 _HEAD_TYPES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
@@ -129,9 +130,6 @@ def unet_widths(bottom_c, skip_cs, widths='fastai') -> list[tuple]:
     return plan
 
 # %% ../nbs/02_unet.ipynb #07150297
-class UnetSizeError(LessonsError, ValueError):
-    "The input's size does not fit the U-Net's encoder stride."
-
 class Unet(nn.Module):
     "U-Net on `encoder` (name or module) with pixel-shuffle decoder blocks at every resolution change."
     def __init__(self, encoder, n_out, n_in=3, y_range=None, blur=False, blur_final=True, self_attention=False,
@@ -159,31 +157,41 @@ class Unet(nn.Module):
         self.final_conv = conv(c, c) if last_cross else nn.Identity()
         self.head = nn.Sequential(nn.Conv2d(c, n_out, 1), *([SigmoidRange(*y_range)] if y_range is not None else []))
 
-    def check_size(self, x):
-        "Raise `UnetSizeError` unless `x`'s height and width are multiples of the encoder's stride."
-        h, w = x.shape[-2:]
-        if h % self.stride or w % self.stride:
-            ok = lambda n: f"{n // self.stride * self.stride or self.stride} or {(n // self.stride + 1) * self.stride}"
-            raise UnetSizeError(f"input size {h}x{w} is not divisible by the encoder's stride {self.stride}; "
-                                f"resize to a multiple of {self.stride} (height {ok(h)}, width {ok(w)})")
+# %% ../nbs/02_unet.ipynb #675873bd
+class UnetSizeError(LessonsError, ValueError):
+    "The input's size does not fit the U-Net's encoder stride."
 
-    def forward(self, x):
-        if not self.pad_input: self.check_size(x); return self._forward(x)
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride), mode='replicate')
-        return self._forward(x)[..., :h, :w]
+@patch
+def check_size(self: Unet, x):
+    "Raise `UnetSizeError` unless `x`'s height and width are multiples of the encoder's stride."
+    h, w = x.shape[-2:]
+    if h % self.stride or w % self.stride:
+        ok = lambda n: f"{n // self.stride * self.stride or self.stride} or {(n // self.stride + 1) * self.stride}"
+        raise UnetSizeError(f"input size {h}x{w} is not divisible by the encoder's stride {self.stride}; "
+                            f"resize to a multiple of {self.stride} (height {ok(h)}, width {ok(w)})")
 
-    def _forward(self, x):
-        feats, h = [], x
-        for i, layer in enumerate(self.encoder):
-            h = layer(h)
-            if i in self.taps: feats.append(h)
-        h = self.middle(h)
-        for blk, skip in zip(self.blocks, reversed(feats)): h = blk(h, skip if self.skips else torch.zeros_like(skip))
-        h = self.final_up(h)
-        if h.shape[-2:] != x.shape[-2:]: h = F.interpolate(h, x.shape[-2:], mode='nearest')
-        if self.last_cross: h = self.final_conv(torch.cat([h, x.to(h.dtype)], dim=1))   # under autocast: no float32 copy
-        return self.head(h)
+@patch
+def forward(self: Unet, x):
+    "The U-Net's output for `x`, of `x`'s height and width (padded to the stride and cropped back with `pad_input`)."
+    if not self.pad_input: self.check_size(x); return self._forward(x)
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, -w % self.stride, 0, -h % self.stride), mode='replicate')
+    return self._forward(x)[..., :h, :w]
+
+# %% ../nbs/02_unet.ipynb #b07c704e
+@patch
+def _forward(self: Unet, x):
+    "Encoder layer by layer (keeping the taps), middle, decoder blocks, the raw input's cross connection, head."
+    feats, h = [], x
+    for i, layer in enumerate(self.encoder):
+        h = layer(h)
+        if i in self.taps: feats.append(h)
+    h = self.middle(h)
+    for blk, skip in zip(self.blocks, reversed(feats)): h = blk(h, skip if self.skips else torch.zeros_like(skip))
+    h = self.final_up(h)
+    if h.shape[-2:] != x.shape[-2:]: h = F.interpolate(h, x.shape[-2:], mode='nearest')
+    if self.last_cross: h = self.final_conv(torch.cat([h, x.to(h.dtype)], dim=1))   # under autocast: no float32 copy
+    return self.head(h)
 
 # %% ../nbs/02_unet.ipynb #5ab83b20
 def count_hooks(model: nn.Module) -> int:
@@ -255,6 +263,7 @@ class UnetSettings:
     num_workers: int | None = None # data loader processes; None: as the device wants (`core.loader_kwargs`: 4 on a GPU, 0 on a CPU)
     lr_find_iters: int = 100       # fastai's default
 
+# %% ../nbs/02_unet.ipynb #db375b2c
 _half, _whole, _lr = (352, 480), (704, 960), 3e-3
 UNET_SIZES = {
     ('small', 'embedded'): UnetSettings(),
@@ -271,6 +280,7 @@ UNET_SIZES = {
                                      stages=(Stage((96, 128), 2, 1, _lr, frozen=True, pct_start=0.9), Stage((96, 128), 2, 1, (_lr/400, _lr/4), pct_start=0.8))),
 }
 
+# %% ../nbs/02_unet.ipynb #6c6dc537
 def unet_settings(cfg: Config) -> UnetSettings:
     "The `UnetSettings` of `cfg`'s size and data; no digit pretraining with `pretrained=off`."
     st = UNET_SIZES[(cfg.size, cfg.data)]
@@ -293,6 +303,7 @@ def learner_summary(learn, secs_per_epoch: list[float]) -> dict:
     return dict(acc_nonvoid=float(vals['acc_nonvoid']), miou=float(vals['miou']), params=n_params(learn.model),
                 train_seconds=float(sum(secs_per_epoch)), seconds_per_epoch=float(np.mean(secs_per_epoch)) if secs_per_epoch else float('nan'))
 
+# %% ../nbs/02_unet.ipynb #d1909c8e
 def _mask_rgb(m, void_code):
     "Colour a mask with the tab20 palette, void in black."
     import matplotlib
@@ -300,16 +311,21 @@ def _mask_rgb(m, void_code):
     if void_code is not None: rgb[m.numpy() == void_code] = 0
     return rgb
 
-def results_figure(learners: dict, dls, n=4, void_code=None):
-    "Figure of `n` validation images: picture | truth | prediction of each learner in `learners` (name -> Learner)."
-    import matplotlib.pyplot as plt
+def _valid_predictions(learners: dict, dls, n=4):
+    "The first `n` validation images (decoded), their masks, each learner's predicted masks (name -> tensor), and `n`."
     xb, yb = dls.valid.one_batch()
     xb, yb, n = xb[:n], yb[:n].cpu().as_subclass(torch.Tensor), min(n, len(xb))
     preds = {}
     for k, l in learners.items():
         l.model.eval()
         with torch.no_grad(): preds[k] = l.model(xb).argmax(dim=1).cpu().as_subclass(torch.Tensor)
-    imgs = dls.decode((xb,))[0].cpu()
+    return dls.decode((xb,))[0].cpu(), yb, preds, n
+
+# %% ../nbs/02_unet.ipynb #f92abb89
+def results_figure(learners: dict, dls, n=4, void_code=None):
+    "Figure of `n` validation images: picture | truth | prediction of each learner in `learners` (name -> Learner)."
+    import matplotlib.pyplot as plt
+    imgs, yb, preds, n = _valid_predictions(learners, dls, n)
     cols = ['image', 'truth', *learners]
     fig, axs = plt.subplots(n, len(cols), figsize=(2.2 * len(cols), 2.2 * n), squeeze=False)
     for i in range(n):
@@ -319,3 +335,75 @@ def results_figure(learners: dict, dls, n=4, void_code=None):
             if i == 0: ax.set_title(cols[j], fontsize=9)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/02_unet.ipynb #30690283
+def class_legend(fig, codes, shown, void_code=None, **kwargs):
+    "Add to `fig` a legend of the classes `shown` (indices into `codes`) in the masks' palette (`_mask_rgb`)."
+    from matplotlib.patches import Patch
+    handles = [Patch(color=_mask_rgb(torch.tensor([[k]]), void_code)[0, 0], label=codes[k]) for k in sorted(shown)]
+    kwargs = {'loc': 'outside lower center', 'ncol': min(len(handles), 7), 'frameon': False, **kwargs}
+    return fig.legend(handles=handles, **kwargs)
+
+def masks_figure(learners: dict, dls, codes, n=4, void_code=None, title=None, size=2.6):
+    "Titled figure of `n` validation images: input | target | each learner's mask, with a legend of the classes shown."
+    import matplotlib.pyplot as plt
+    imgs, yb, preds, n = _valid_predictions(learners, dls, n)
+    cols = ['input', 'target', *learners]
+    fig, axs = plt.subplots(n, len(cols), figsize=(size * len(cols), (size + 0.15) * n + 0.8), squeeze=False,
+                            layout='constrained')             # room for the title and the legend
+    for i in range(n):
+        panels = [imgs[i].permute(1, 2, 0).numpy(), *[_mask_rgb(m[i], void_code) for m in (yb, *preds.values())]]
+        for ax, im, col in zip(axs[i], panels, cols):
+            ax.imshow(im, interpolation='nearest'); ax.axis('off')
+            if i == 0: ax.set_title(col, fontsize=11)
+    if title: fig.suptitle(title, fontsize=13)
+    class_legend(fig, codes, set(torch.cat([yb.flatten(), *[p.flatten() for p in preds.values()]]).tolist()), void_code)
+    return fig
+
+# %% ../nbs/02_unet.ipynb #43afc2b4
+def valid_confusion(learn) -> torch.Tensor:
+    "Confusion matrix (true, predicted class; void left out) of `learn` on its validation set (its `ConfusionMetric`)."
+    cms = [m for m in learn.metrics if isinstance(m, ConfusionMetric)]
+    if not cms: raise LessonsError("the learner has no ConfusionMetric among its metrics: "
+                                   "build it with seg_learner or dynamic_unet_learner")
+    with learn.no_bar(): learn.validate()
+    cms[0].value                                   # sums the matrix over the processes of a distributed run
+    return cms[0].total.clone()
+
+def class_iou(cm: torch.Tensor, void_code=None) -> torch.Tensor:
+    "Intersection over union of each class of confusion matrix `cm`; NaN for void and for classes seen nowhere."
+    cm = cm.double()
+    inter, union = cm.diag(), cm.sum(0) + cm.sum(1) - cm.diag()
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float('nan')))
+    if void_code is not None: iou[void_code] = float('nan')
+    return iou
+
+# %% ../nbs/02_unet.ipynb #ed4eee3d
+def _ablation_numbers(cm, objects, void_code, found) -> dict:
+    "Accuracy, mean IoU, IoU of all `objects` classes taken as one, and the `objects` whose IoU is at least `found`."
+    iou, cm = class_iou(cm, void_code), cm.double()
+    inter = cm[objects][:, objects].sum()
+    union = cm[objects].sum() + cm[:, objects].sum() - inter
+    return dict(acc=(cm.diag().sum() / cm.sum().clamp(min=1)).item(), miou=iou.nanmean().item(),
+                obj=(inter / union).item() if union > 0 else float('nan'),
+                found=[k for k in objects if iou[k] >= found])
+
+def _names(codes, ks, most=6) -> str:
+    "`ks`' class names in code spans, at most `most` of them, or 'none'."
+    more = f' and {len(ks) - most} more' if len(ks) > most else ''
+    return ', '.join(f'`{codes[k]}`' for k in ks[:most]) + more or 'none'
+
+def skip_ablation_md(cm_skips, cm_noskip, codes, void_code=None, found=0.5) -> str:
+    "A paragraph comparing a U-Net with (`cm_skips`) and without skips (`cm_noskip`, validation confusion matrices)."
+    major = int(cm_skips.sum(1).argmax())                                   # the most common true class: the background
+    objects = [k for k in range(len(codes)) if k not in (major, void_code)]
+    w, wo = (_ablation_numbers(cm, objects, void_code, found) for cm in (cm_skips, cm_noskip))
+    than = lambda a, b: 'below' if a < b - 5e-4 else 'above' if a > b + 5e-4 else 'the same as'
+    base = (cm_noskip[major].sum() / cm_noskip.sum().clamp(min=1)).item()
+    return (f"Without its cross connections the same U-Net reaches a mean IoU of **{wo['miou']:.3f}** "
+            f"(non-void accuracy {wo['acc']:.3f}), {than(wo['miou'], w['miou'])} **{w['miou']:.3f}** ({w['acc']:.3f}) "
+            f"with them. Calling every pixel `{codes[major]}` would score an accuracy of {base:.3f}. Taking the "
+            f"{len(objects)} other classes as one, the pixels it marks overlap the true ones with an IoU of "
+            f"{wo['obj']:.3f} ({w['obj']:.3f} with cross connections); one class at a time, it reaches an IoU of "
+            f"{found} or more on {len(wo['found'])} of them ({_names(codes, wo['found'])}), the U-Net with them on "
+            f"{len(w['found'])} ({_names(codes, w['found'])}).")

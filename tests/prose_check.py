@@ -16,6 +16,12 @@ The rules (docs/contributing.md, "Writing a lesson"):
 3. At most MAX_WORDS words of markdown in a lesson before that section.
 4. Every lesson has a "## Summary" and an "## Exercises" section.
 5. No output of any lesson shows a machine's absolute path (/work/, /home/..., /root/, /tmp/, /Users/...).
+6. No code cell of a lesson is over MAX_CODE_LINES lines: a longer piece of code is an exported function (in the
+   lesson's module, with a docstring) or several cells, each read before the next.
+7. No output of a lesson is over MAX_OUTPUT_LINES lines of text (an epoch log as a table or a plot, not a wall);
+   an HTML table counts as its rendering, not as lines.
+8. No warning in a lesson's stored outputs (`UserWarning`, `FutureWarning`, ...): a warning the lesson expects is
+   filtered in its cell, with a comment saying why.
 """
 from __future__ import annotations
 import json, re, sys
@@ -23,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_WORDS = 1500
+MAX_CODE_LINES, MAX_OUTPUT_LINES = 30, 40
+WARNING = re.compile(r'\b\w*Warning:')
 NOTES = '## Notes from building this lesson'
 UNITS = r'(?:dB|%|s|sec|seconds?|minutes?|ms|MB|GB|GiB|MiB)'
 METRICS = r'(?:PSNR|SSIM|accuracy|mIoU|IoU|loss|sharpness|blockiness|Fréchet|FD|confident|valley)'
@@ -71,6 +79,15 @@ def output_text(c) -> str:
         out.append(' '.join(o.get('traceback', [])))
     return '\n'.join(out)
 
+def output_lines(c) -> int:
+    "Lines of text a code cell's outputs show: streams and plain text (an output with an HTML form is shown as that)."
+    n = 0
+    for o in c.get('outputs', []):
+        if o.get('output_type') == 'stream': n += len(_text(o.get('text', '')).splitlines())
+        elif 'text/html' not in o.get('data', {}) and 'image/png' not in o.get('data', {}):
+            n += len(_text(o.get('data', {}).get('text/plain', '')).splitlines())
+    return n
+
 def check_notebook(path) -> list[str]:
     "Every broken rule of the lesson notebook at `path`, one line each (none: it reads as a lesson)."
     nb = json.loads(Path(path).read_text())
@@ -84,8 +101,12 @@ def check_notebook(path) -> list[str]:
     for sec in ('## Summary', '## Exercises'):
         if not any(h.startswith(sec) for h in heads): problems.append(f"{name}: no '{sec}' section")
     for i, c in enumerate(nb['cells']):
-        if c['cell_type'] == 'code' and (m := PATH.search(output_text(c))):
-            problems.append(f"{name}: cell {i}'s output shows a machine path ({m.group()}...)")
+        if c['cell_type'] != 'code': continue
+        if m := PATH.search(output_text(c)): problems.append(f"{name}: cell {i}'s output shows a machine path ({m.group()}...)")
+        if (k := len(_text(c['source']).splitlines())) > MAX_CODE_LINES:
+            problems.append(f"{name}: code cell {i} has {k} lines (at most {MAX_CODE_LINES})")
+        if (k := output_lines(c)) > MAX_OUTPUT_LINES: problems.append(f"{name}: cell {i}'s output has {k} lines (at most {MAX_OUTPUT_LINES})")
+        if m := WARNING.search(output_text(c)): problems.append(f"{name}: cell {i}'s output shows a warning ({m.group()}...)")
     return problems
 
 def report(paths) -> int:

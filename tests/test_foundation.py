@@ -65,7 +65,7 @@ def test_missing_or_corrupt_data_file_is_named(data_copy, fresh_cache):
 def test_photos_folder_in_pets_layout(fresh_cache):
     p = data.photos_path(Config())
     ims = sorted((p/'images').glob('*.jpg'))
-    assert len(ims) == 10 and all(Image.open(f).mode == 'RGB' for f in ims)
+    assert len(ims) == len(data.embedded_photo_files()) >= 20 and all(Image.open(f).mode == 'RGB' for f in ims)
 
 def test_course_data_offline_gives_one_clear_message(no_network, tmp_path, monkeypatch):
     monkeypatch.setenv('FASTAI_HOME', str(tmp_path/'fastai'))
@@ -151,3 +151,39 @@ def test_nbdev_clean_keeps_the_stored_fingerprint(tmp_path):
     shutil.copy(REPO/'pyproject.toml', tmp_path/'pyproject.toml')
     subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(nb)], cwd=tmp_path, check=True, capture_output=True)
     assert json.loads(nb.read_text())['metadata'].get('lessons_lib') == {'fingerprint': 'abc'}
+
+
+def test_adopt_stores_the_outputs_of_a_lesson7_run_only_where_its_fingerprint_holds(tmp_path):
+    "`lessons-nb adopt OUT`: a lesson that `lesson7` ran on this code becomes the stored outputs (the prose of nbs/ kept); "
+    "one whose code cell has changed since, or that ran at another size, is left alone, with a line naming it."
+    import nbformat
+    nbs = tmp_path/'nbs'; nbs.mkdir()
+    for name, nb_name in cli.LESSONS.items(): shutil.copy(REPO/'nbs'/nb_name, nbs/nb_name)
+    def fake_run(name, size='small', marker='from the run'):
+        "What `execute_lesson` leaves: the notebook executed (here: one output per code cell), stamped as it stamps it."
+        nb = nbformat.read(REPO/'nbs'/cli.LESSONS[name], as_version=4)
+        for c in nb.cells:
+            if c.cell_type == 'code': c.outputs = [nbformat.v4.new_output('stream', name='stdout', text=f'{marker}\n'),
+                                                   nbformat.v4.new_output('stream', name='stdout', text=f"saved {tmp_path/'out'/name}/x.png\n")]
+        nb.metadata['lessons_lib'] = cli._run_stamp(REPO/'nbs'/cli.LESSONS[name], Config(size=size))
+        d = tmp_path/'out'/name; d.mkdir(parents=True); nbformat.write(nb, d/cli.LESSONS[name])
+    fake_run('resnet'); fake_run('unet', size='tiny'); fake_run('superres')
+    md = nbformat.read(nbs/cli.LESSONS['resnet'], as_version=4)
+    md.cells[[c.cell_type for c in md.cells].index('markdown')].source += '\n\nA sentence written after the run.'
+    nbformat.write(md, nbs/cli.LESSONS['resnet'])                         # prose: not in the fingerprint
+    sr = nbformat.read(nbs/cli.LESSONS['superres'], as_version=4)
+    sr.cells[[c.cell_type for c in sr.cells].index('code', 3)].source += '\n# changed after the run'
+    nbformat.write(sr, nbs/cli.LESSONS['superres'])                       # code: in it
+    said = []
+    done = cli.adopt_run(tmp_path/'out', nbs, log=said.append)
+    assert done == [nbs/cli.LESSONS['resnet']], said
+    got = nbformat.read(nbs/cli.LESSONS['resnet'], as_version=4)
+    assert all(c.outputs[0].text == 'from the run\n' for c in got.cells if c.cell_type == 'code')
+    assert all(c.outputs[1].text == 'saved out/resnet/x.png\n' for c in got.cells if c.cell_type == 'code')   # no machine path
+    assert 'A sentence written after the run.' in ''.join(c.source for c in got.cells if c.cell_type == 'markdown')
+    assert got.metadata['lessons_lib']['fingerprint'] == cli.notebook_fingerprint(REPO/'nbs'/cli.LESSONS['resnet'])
+    assert any('unet' in s and 'size=tiny' in s and 'not adopted' in s for s in said), said
+    assert any('superres' in s and 'ran other code' in s for s in said), said
+    assert any('gan: no ' in s for s in said), said
+    assert all(not any(o.get('text') == 'from the run\n' for c in nbformat.read(nbs/cli.LESSONS[n], as_version=4).cells
+                       if c.cell_type == 'code' for o in c.outputs) for n in ('unet', 'superres'))

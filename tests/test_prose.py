@@ -59,3 +59,16 @@ def test_too_many_words_fail(tmp_path):
     nb = LESSONS[0]
     long = _with(tmp_path, nb, lambda d: _first_markdown(d)['source'].append('\n' + 'word ' * 1600 + '\n'))
     assert any('words of markdown' in p for p in check_notebook(long))
+
+
+@pytest.mark.parametrize('what', ['a long cell', 'a long output', 'a warning'])
+def test_long_code_long_output_and_warnings_fail(tmp_path, what):
+    nb = LESSONS[0]
+    def plant(d):
+        c = next(c for c in d['cells'] if c['cell_type'] == 'code' and not ''.join(c['source']).startswith('#|'))
+        if what == 'a long cell': c['source'] = [f'x{i} = {i}\n' for i in range(31)]
+        elif what == 'a long output': c['outputs'] = [dict(output_type='stream', name='stdout', text=[f'epoch {i}\n' for i in range(41)])]
+        else: c['outputs'] = [dict(output_type='stream', name='stderr', text=['/x/fastai/learner.py:9: UserWarning: You are shadowing\n'])]
+    found = check_notebook(_with(tmp_path, nb, plant))
+    assert any({'a long cell': 'lines (at most 30)', 'a long output': 'output has 41 lines', 'a warning': 'shows a warning'}[what] in p
+               for p in found), found

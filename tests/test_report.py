@@ -1,6 +1,6 @@
 """`report.md` (lessons_lib.report), from fake output folders built with the real keys: the metrics the lessons' notebooks
 stored (their committed outputs). Cheap: no lesson runs."""
-import ast, json, os, re, shutil, subprocess
+import json, os, re, shutil, subprocess
 from pathlib import Path
 import nbformat
 import pytest
@@ -9,35 +9,19 @@ from lessons_lib import cli, report
 from lessons_lib.report import HEADLINES, lookup, record_headlines, stored_headlines, write_report
 from conftest import BIN, REPO
 
-# The metrics of one stored run (a883100's committed outputs, read by `_saved_metrics`), frozen so that the report's
+# The metrics of one stored run (a883100's committed outputs, as their notebooks showed them), frozen so that the report's
 # expected text below does not move with each refresh of the notebooks.
 FROZEN = json.loads((Path(__file__).parent/'report_metrics.json').read_text())
 HW = dict(device='cpu', cpu='Intel(R) Xeon(R) Processor', bf16=True, precision='bfloat16', processes=1,
           channels_last_min_width=128, cpu_threads=2)
 
 
-def _saved_metrics(lesson) -> dict:
-    "The metrics lesson `lesson`'s notebook saved in its committed run, read from its stored outputs."
-    nb = json.loads((REPO/'nbs'/cli.LESSONS[lesson]).read_text())
-    cell = next(c for c in nb['cells'] if c['cell_type'] == 'code' and 'save_metrics(cfg' in ''.join(c['source']))
-    data = next(o['data'] for o in cell['outputs'] if 'data' in o)
-    if lesson != 'wgan': return ast.literal_eval(''.join(data['text/plain']))          # the cell shows the dict
-    h = ''.join(data['text/html'])                                                   # lesson 5 shows its table
-    cols, rows = re.findall(r'<th>(\w+)</th>', h.split('</thead>')[0]), cli.table_rows(h)
-    return {f'{r[0]}_{k}': float(v) for r in rows for k, v in zip(cols, r[1:])}    # (the keys it adds: `_saved_keys`)
-
-def _saved_keys(lesson) -> set:
-    "The top-level keys of the metrics lesson `lesson` saved: those of `_saved_metrics`, and for lesson 5 those its cell adds."
-    nb = json.loads((REPO/'nbs'/cli.LESSONS[lesson]).read_text())
-    src = next(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code' and 'save_metrics(cfg' in ''.join(c['source']))
-    return {*_saved_metrics(lesson), *(re.findall(r'(\w+)=', src.split('metrics.update(')[1]) if lesson == 'wgan' else [])}
-
-
 @pytest.mark.parametrize('lesson', list(HEADLINES))
 def test_headlines_read_the_keys_the_lessons_save(lesson):
     "Every path a headline reads is in the metrics its notebook saved; its key figure is one the notebook saves."
-    m, h = _saved_metrics(lesson), HEADLINES[lesson]
-    assert [p for p in h.paths if lookup(m, p) is None and p not in _saved_keys(lesson)] == []
+    # what the notebook's run saved in metrics.json, as `lessons-nb refresh` / `adopt` recorded it beside the outputs
+    m, h = stored_headlines(REPO/'nbs'/cli.LESSONS[lesson]), HEADLINES[lesson]
+    assert [p for p in h.paths if lookup(m, p) is None] == []
     if h.sweep: assert all(q.key in m[h.sweep.key][0] for q in (h.sweep.by, *h.sweep.columns))
     src = ''.join(''.join(c['source']) for c in json.loads((REPO/'nbs'/cli.LESSONS[lesson]).read_text())['cells'])
     assert f"out/'{h.figure}'" in src, h.figure
@@ -68,7 +52,7 @@ def _fake_nbs(d: Path, size='small'):
 
 
 def test_report_reads_as_a_report(tmp_path):
-    out = _fake_run(tmp_path/'results', changes=dict(superres=dict(psnr_mse=25.45)), drop=['critic_acc'])
+    out = _fake_run(tmp_path/'results', changes=dict(superres=dict(psnr_outside_wm_mse=25.55)), drop=['critic_acc'])
     txt = write_report(out, list(cli.LESSONS), nbs=_fake_nbs(tmp_path/'nbs'), started=None).read_text()
     for row in ('| date | ', '| size | small |', '| data | embedded |', '| device | cpu |', '| seed | 42 |',
                 '| CPU | Intel(R) Xeon(R) Processor (2 threads) |', '| precision | bfloat16 |', '| commit | ',
@@ -76,9 +60,12 @@ def test_report_reads_as_a_report(tmp_path):
         assert row in txt, row
     # headlines in words, with units, this run beside the stored run
     assert '**This run:** 44-layer plain net: final training loss 0.60 vs 0.09 with skips.' in txt
-    assert '**This run:** held-out PSNR: bicubic 23.88 dB, MSE 25.45 dB, feature loss 24.97 dB.' in txt
-    assert '**Stored run:** held-out PSNR: bicubic 23.88 dB, MSE 25.40 dB, feature loss 24.97 dB.' in txt
-    assert '| held-out PSNR: U-Net trained on pixel MSE | 25.45 dB | 25.40 dB |' in txt
+    assert ('**This run:** held-out PSNR outside the watermark: bicubic 25.41 dB, MSE 25.55 dB, feature loss 25.05 dB; '
+            'inside it: bicubic 10.39 dB, MSE 22.03 dB.') in txt
+    assert ('**Stored run:** held-out PSNR outside the watermark: bicubic 25.41 dB, MSE 25.48 dB, feature loss 25.05 dB; '
+            'inside it: bicubic 10.39 dB, MSE 22.03 dB.') in txt
+    assert '| outside the watermark: MSE, the jobs in turn (the box out of the loss, then in) | 25.55 dB | 25.48 dB |' in txt
+    assert "| outside the watermark: the course's plain MSE |" not in txt     # a number neither run has: no row
     assert '| ResNet: validation accuracy | 98.6% | 98.6% |' in txt and '| ResNet: training time | 63 s | 63 s |' in txt
     assert '| original GAN: generator steps | 3,681 steps | 3,681 steps |' in txt
     assert '| 44 | 0.602 (0.602) | 0.092 (0.092) | 84.9% (84.9%) | 95.6% (95.6%) |' in txt         # nested: the depth sweep

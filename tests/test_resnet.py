@@ -7,7 +7,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from conftest import lesson7
-from lessons_lib.resnet import conv_out, conv_transpose_out, conv_stack_sizes, ResNet, n_conv_layers
+from lessons_lib.resnet import (conv_out, conv_transpose_out, conv_stack_sizes, ResNet, n_conv_layers, course_resnet,
+                                pixel_shift, augmented_digit, trim_summary, mark_lr_find)
 from lessons_lib.layers import conv_layer, ResBlock, DenseBlock
 from lessons_lib.mnist import RandomShift
 from lessons_lib.landscape import loss_landscape, filter_normalized_direction
@@ -68,6 +69,57 @@ def test_random_shift_moves_without_cutting():
     y = RandomShift(pad=2)(x, split_idx=0)
     assert y.shape == x.shape and torch.equal(y.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
     assert torch.equal(RandomShift(pad=2)(x, split_idx=1), x)
+
+
+def test_pixel_shift_finds_a_known_shift():
+    ref = torch.zeros(1, 28, 28); ref[0, 8:20, 10:16] = 1.; ref[0, 9, 17] = 0.5        # an off-centre stroke
+    for down, right in [(0, 0), (2, -1), (-3, 3), (1, 2)]:
+        assert pixel_shift(torch.roll(ref, (down, right), dims=(-2, -1)), ref) == (down, right)
+
+
+def test_augmented_digit_is_the_digit_shifted():
+    from lessons_lib.core import Config
+    from lessons_lib.mnist import mnist_dls
+    dls = mnist_dls(Config(size='tiny'), bs=8, pad=2, step=20)
+    torch.manual_seed(0)
+    ref, augs, label = augmented_digit(dls, i=3, n=12)
+    x, y = dls.train_ds[3]
+    assert (ref.squeeze().float() - x.squeeze().float()).abs().max() <= 1 and label == dls.vocab[int(y)]   # decoded back
+    shifts = [pixel_shift(a, ref) for a in augs]
+    assert all(max(map(abs, s)) <= 2 for s in shifts) and len(set(shifts)) > 1, shifts      # random, within the padding
+    for a, s in zip(augs, shifts): assert torch.equal(a, torch.roll(ref, s, dims=(-2, -1))), s
+
+
+def test_trim_summary_keeps_shapes_and_counts():
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader
+    from fastai.learner import Learner
+    from lessons_lib.train import n_params
+    ds = [(torch.randn(1, 28, 28), torch.tensor(i % 10)) for i in range(8)]
+    model = course_resnet()
+    full = Learner(DataLoaders(DataLoader(ds, bs=4), DataLoader(ds, bs=4)), model, loss_func=F.cross_entropy).summary()
+    lines, short = full.splitlines(), trim_summary(full)
+    assert len(short.splitlines()) < len(lines)
+    shapes = [l.strip() for l in lines if l.startswith(' ') and ' x ' in l]
+    assert [l.split('(')[0].strip() for l in short.splitlines() if l.startswith(' ') and ' x ' in l] == shapes
+    assert [l for l in short.splitlines() if l.startswith('Total')] == [l for l in lines if l.startswith('Total')]
+    import re
+    counted = [int(p.replace(',', '')) for p in re.findall(r'([\d,]+) parameters', trim_summary(full, full_groups=0))]
+    assert sum(counted) == n_params(model) and len(counted) == len(shapes)
+    assert trim_summary('no table here') == 'no table here'
+
+
+def test_mark_lr_find_titles_and_labels_the_valley():
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    ax.plot([1e-4, 1e-3, 1e-2], [2.6, 2.4, 1.9]); ax.plot(1e-3, 2.4, 'o', label='valley')
+    mark_lr_find(ax, 1.2e-3)
+    assert ax.get_title() and [t.get_text() for t in ax.texts] == ['valley: 0.0012'] and ax.texts[0].xy == (1e-3, 2.4)
+    fig2, ax2 = plt.subplots(); ax2.plot([1e-4, 1e-2], [2.6, 1.9])
+    mark_lr_find(ax2, 3e-3)                                   # no dot: a line at the rate, and its label
+    assert ax2.texts[0].get_text() == 'valley: 0.003' and ax2.lines[-1].get_xdata()[0] == 3e-3
+    plt.close(fig); plt.close(fig2)
 
 
 def _trained_tiny_model():

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from lessons_lib.core import Config, LessonsError
@@ -260,6 +261,18 @@ def test_cli_superres_tiny(tiny_run, tmp_path):
     assert (d/'superres_grid.png').stat().st_size > 0 and (d/'crappify.png').is_file()
     assert (d/'generator_mse.pth').is_file() and (d/'generator_feature.pth').is_file()
     assert (d/'03_superres.ipynb').is_file()                              # the executed notebook, kept beside its outputs
+    from lessons_lib.cli import notebook_fingerprint                       # stamped as a refresh stamps it (lessons-nb adopt)
+    stamp = json.loads((d/'03_superres.ipynb').read_text())['metadata']['lessons_lib']
+    assert stamp['fingerprint'] == notebook_fingerprint(Path(__file__).parents[1]/'nbs'/'03_superres.ipynb') and stamp['size'] == 'tiny'
+    # the jobs in turn (resolution with the box out of the loss, then the watermark), beside the course's plain MSE
+    for m_ in ('mse', 'mse_plain'):
+        assert (d/f'train_{m_}.pth').is_file() and (d/f'train_{m_}_watermark.pth').is_file(), m_
+        for k in ('psnr_outside_wm', 'psnr_inside_wm', 'ssim', 'sharpness', 'psnr_outside_wm_train'): assert isinstance(m[f'{k}_{m_}'], float), (k, m_)
+        shares = m[f'wm_share_per_epoch_{m_}']
+        assert len(shares) == m['epochs_resolution'] + m['epochs_watermark'], shares
+    assert all(s == 0 for s in m['wm_share_per_epoch_mse'][:m['epochs_resolution']])          # box weight 0: the box is out of the loss
+    assert all(s > 0 for s in m['wm_share_per_epoch_mse_plain'])
+    assert m['box_weight'] == 0 and (d/'loss_share.png').is_file() and (d/'superres_zoom.png').is_file()
     # --image reuses the trained generator, writes into upscaled/ under a name per input path, leaves metrics.json alone
     before = (d/'metrics.json').read_bytes()
     (tmp_path/'a').mkdir(); (tmp_path/'b').mkdir()
@@ -285,3 +298,98 @@ def test_small_generator_is_the_wide_handwritten_unet_and_reloads(tmp_path):
     g2 = load_generator(save_generator(gen, tmp_path/'g.pth'), Config(size='tiny'))   # the checkpoint's arch wins over the size
     assert g2.arch == gen.arch
     assert {k: v.shape for k, v in g2.state_dict().items()} == {k: v.shape for k, v in gen.state_dict().items()}
+
+
+# ---- lesson 3's redesign: the watermark's mask, the box-weighted loss, the half-resolution generator
+def test_crops_carry_the_watermark_mask_through_flips_and_turns():
+    "With `mask_margin`, every crop's mask sits on the painted digits: the crappy input errs far more inside it, flipped or turned."
+    cfg = Config(size='tiny')
+    pairs = superres_pairs(cfg, superres_settings(cfg).data)
+    ds = SRCrops(pairs['train'], 64, n=24, wm_frac=1., mask_margin=4, augment=True, seed=3)
+    ratios = []
+    for k in range(len(ds)):
+        inp, targ, m = ds[k]
+        assert m.shape == (1, 64, 64) and m.dtype == torch.bool and 0 < m.float().mean() < 1
+        err = ((inp - targ)**2).mean(0, keepdim=True)
+        ratios.append(float(err[m].mean() / err[~m].mean()))
+    assert min(ratios) > 3, ratios
+    # a mask moved off the digits (a wrong flip or offset) would not hold the error: the same crops, masks mirrored
+    mirrored = []
+    for k in range(len(ds)):
+        inp, targ, m = ds[k]
+        m2 = m.flip(-1).flip(-2)
+        err = ((inp - targ)**2).mean(0, keepdim=True)
+        if m2.any() and (~m2).any() and not torch.equal(m2, m): mirrored.append(float(err[m2].mean() / err[~m2].mean()))
+    assert np.median(mirrored) < np.median(ratios) / 2, (mirrored, ratios)
+    assert len(SRCrops(pairs['train'], 64, n=2)[0]) == 2                 # without a margin: fastai's (input, target)
+
+
+def test_box_weighted_mse():
+    from lessons_lib.superres import BoxWeightedMSE
+    g = torch.Generator().manual_seed(0)
+    pred, targ = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool); mask[:, :, 2:5, 3:7] = True
+    assert torch.allclose(BoxWeightedMSE(1.)(pred, targ, mask), F.mse_loss(pred, targ))
+    assert torch.allclose(BoxWeightedMSE(0.3)(pred, targ), F.mse_loss(pred, targ))           # no mask: plain MSE
+    err = ((pred - targ)**2).mean(1, keepdim=True)
+    w = 0.25
+    expected = (w * err[mask].sum() + err[~mask].sum()) / (w * mask.sum() + (~mask).sum())
+    assert torch.allclose(BoxWeightedMSE(w)(pred, targ, mask), expected)
+    # weight 0: the box does not count at all
+    pred2 = pred.clone(); pred2[:, :, 2:5, 3:7] = 5.
+    assert torch.allclose(BoxWeightedMSE(0.)(pred2, targ, mask), BoxWeightedMSE(0.)(pred, targ, mask))
+    assert not torch.allclose(BoxWeightedMSE(0.1)(pred2, targ, mask), BoxWeightedMSE(0.1)(pred, targ, mask))
+
+
+def test_watermark_share_metric():
+    from types import SimpleNamespace
+    from lessons_lib.superres import WatermarkShare
+    targ = torch.zeros(1, 3, 4, 4)
+    pred = torch.zeros(1, 3, 4, 4); pred[..., 0, 0] = 0.5; pred[..., 3, 3] = 0.25       # errors 0.25 (inside) and 0.0625
+    mask = torch.zeros(1, 1, 4, 4, dtype=torch.bool); mask[..., 0, :2] = True
+    for w, share in ((1., 0.25 / 0.3125), (0.1, 0.025 / 0.0875)):
+        m = WatermarkShare(w); m.reset()
+        m.accumulate(SimpleNamespace(pred=pred, yb=(targ, mask)))
+        assert m.value == pytest.approx(share) and m.name == 'wm_share'
+    m.reset(); assert m.value is None
+
+
+def test_half_resolution_generator(tmp_path):
+    "`lowres`: a fresh generator is bicubic, its stride doubles, a step is cheaper, and its checkpoint rebuilds it."
+    from lessons_lib.superres import seconds_per_step
+    cfg = Config(size='tiny', pretrained='off')
+    full, low = (superres_generator(cfg, 'handwritten', 'symmetric', lowres=lr) for lr in (False, True))
+    assert low.stride == 2 * full.stride and low.arch['lowres'] and not full.arch['lowres']
+    low.eval()
+    x = torch.rand(2, 3, 2 * low.stride, 3 * low.stride)
+    with torch.no_grad(): assert torch.allclose(low(x), x, atol=1e-6)
+    assert upscale_tensor(low, torch.rand(3, 37, 53)).shape == (3, 37, 53)           # padded to its stride, cropped back
+    with torch.no_grad(): low.unet.head[0].weight.normal_(0, 0.01)                    # trained: no longer the identity
+    low.eval()
+    ck = save_generator(low, tmp_path/'g.pth')
+    g2 = load_generator(ck, cfg)
+    assert g2.arch['lowres'] and g2.stride == low.stride
+    with torch.no_grad(): assert torch.allclose(g2(x), low(x)) and not torch.allclose(low(x), x, atol=1e-4)
+    n_full, s_full = seconds_per_step(full, 64, 4, steps=2)
+    n_low, s_low = seconds_per_step(low, 64, 4, steps=2)
+    assert n_low > 0 and n_full > 0 and s_low > 0 and s_full > 0
+
+
+def test_a_checkpoint_without_lowres_loads_as_full_resolution(tmp_path):
+    from lessons_lib.weights import save_checkpoint
+    cfg = Config(size='tiny', pretrained='off')
+    gen = superres_generator(cfg, 'handwritten', 'symmetric')
+    save_checkpoint(dict(model=gen.state_dict(), arch=dict(encoder='handwritten', widths='symmetric', self_attention=False), meta={}), tmp_path/'old.pth')
+    g2 = load_generator(tmp_path/'old.pth', cfg)
+    assert g2.down == 1 and g2.stride == gen.stride
+
+
+def test_hardest_window_stays_clear_of_the_watermark():
+    from lessons_lib.superres import hardest_window
+    target = torch.zeros(3, 128, 160)
+    bicubic = target.clone()
+    bicubic[:, 10:40, 100:140] = 1.             # the largest error of all: inside the box
+    bicubic[:, 80:120, 16:56] = 0.5             # the largest outside it
+    x, y = hardest_window(bicubic, target, box=(96, 0, 160, 48), size=32, step=8, pad=8)
+    assert (x, y) == (24, 88) or (16 <= x <= 24 and 80 <= y <= 88), (x, y)
+    assert x + 32 <= 96 - 8 or y >= 48 + 8

@@ -266,3 +266,51 @@ def test_precision_cbs_adds_bf16_autocast_as_asked():
     assert precision_cbs(False, cbs=[other]) == [other]
     assert use_bf16(Config(device='cpu')) == bf16_is_fast(torch.device('cpu'))
     assert use_bf16(Config(bf16='off')) is False and use_bf16(Config(bf16='on')) is True
+
+
+# ---- the results section's figures and numbers ----
+
+def test_class_iou_and_skip_ablation_paragraph_follow_the_numbers():
+    "`class_iou` averages to the mean IoU; `skip_ablation_md` states this matrix pair's numbers, whichever model wins."
+    from lessons_lib.unet import class_iou, skip_ablation_md
+    codes, void = ['background', 'a', 'b', 'c', 'Void'], 4
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randint(0, 4, (2000,), generator=g); truth[:1000] = 0                  # background is the majority
+    good = torch.where(torch.rand(2000, generator=g) < 0.9, truth, torch.randint(0, 5, (2000,), generator=g))
+    blob = torch.where(truth == 1, truth, torch.zeros_like(truth))                       # finds `a` only, calls the rest background
+    cm_good, cm_blob = seg_confusion(good, truth, 5, void), seg_confusion(blob, truth, 5, void)
+    for cm in (cm_good, cm_blob):
+        iou = class_iou(cm, void)
+        assert iou[void].isnan() and iou.nanmean().item() == pytest.approx(miou_from_confusion(cm, void))
+    assert class_iou(cm_blob, void)[1] == 1 and class_iou(cm_blob, void)[2] == 0
+    s = skip_ablation_md(cm_good, cm_blob, codes, void)
+    m_good, m_blob = miou_from_confusion(cm_good, void), miou_from_confusion(cm_blob, void)
+    acc_blob, base = (blob == truth).float().mean().item(), (truth == 0).float().mean().item()
+    assert f'**{m_blob:.3f}** (non-void accuracy {acc_blob:.3f}), below **{m_good:.3f}**' in s, s
+    assert f'Calling every pixel `background` would score an accuracy of {base:.3f}' in s, s
+    assert 'on 1 of them (`a`)' in s and 'on 3 (`a`, `b`, `c`)' in s, s
+    assert 'above' in skip_ablation_md(cm_blob, cm_good, codes, void)
+
+
+def test_masks_figure_titles_panels_and_legend(cache):
+    "`masks_figure`: a title, input | target | each model per row, a legend naming exactly the classes shown."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from lessons_lib.unet import masks_figure, valid_confusion, _valid_predictions, class_iou
+    dls = seg_dls(digit_scenes_path(10, 5), bs=5)
+    torch.manual_seed(0)
+    learners = {name: seg_learner(dls, Unet(handwritten_encoder(), len(SCENE_CODES)), len(SCENE_CODES), SCENE_VOID)
+                for name in ('U-Net', 'other')}
+    fig = masks_figure(learners, dls, SCENE_CODES, n=3, void_code=SCENE_VOID, title='a title')
+    try:
+        assert fig._suptitle.get_text() == 'a title' and len(fig.axes) == 3 * 4
+        assert [ax.get_title() for ax in fig.axes[:4]] == ['input', 'target', 'U-Net', 'other']
+        _, yb, preds, n = _valid_predictions(learners, dls, 3)
+        shown = set(yb.unique().tolist()).union(*(p.unique().tolist() for p in preds.values()))
+        assert n == 3 and [t.get_text() for t in fig.legends[0].get_texts()] == [SCENE_CODES[k] for k in sorted(shown)]
+    finally: plt.close(fig)
+    cm = valid_confusion(learners['U-Net'])
+    ys = torch.cat([y.cpu().flatten() for _, y in dls.valid])
+    assert cm.sum() == (ys != SCENE_VOID).sum()                                          # every non-void pixel, once
+    loss, acc, miou = learners['U-Net'].validate()
+    assert (cm.diag().sum() / cm.sum()).item() == pytest.approx(acc) and class_iou(cm, SCENE_VOID).nanmean().item() == pytest.approx(miou)

@@ -21,6 +21,17 @@ def test_tiny_run_writes_every_number_figure_and_checkpoint(tiny_run):
         assert (d/f).is_file(), f
     for k in KINDS: assert len(list((d/'samples').glob(f'{k}_[0-9][0-9][0-9].png'))) == 2, k
     assert 'training one' in r.stdout                                # no lesson 1 ResNet in this --out: the judge is trained
+    from lessons_lib.core import Config
+    from lessons_lib.wgan import wgan_settings
+    ws = wgan_settings(Config(size='tiny'))
+    for k in ('gan', 'wgan', 'wgan_gp'):                             # the sweep: every learning rate and seed, judged
+        n = m[f'{k}_sweep_runs']
+        assert n == len(ws.sweep_lrs) * len(ws.sweep_seeds) and 0 <= m[f'{k}_sweep_collapsed'] <= n, k
+    sweep = torch.load(d/'sweep'/f'wgan_lr{ws.sweep_lrs[-1]:g}_seed{ws.sweep_seeds[-1]}'/'wgan.pth', weights_only=True)
+    assert sweep['meta']['seed'] == ws.sweep_seeds[-1] and sweep['meta']['settings']['wgan']['lr'] == ws.sweep_lrs[-1]
+    assert sweep['epoch'] == ws.sweep_epochs
+    any_collapsed = sum(m[f'{k}_sweep_collapsed'] for k in ('gan', 'wgan', 'wgan_gp')) > 0
+    assert (d/'sweep_collapsed.png').is_file() == any_collapsed     # the figure of collapsed runs, where there are any
     ck = torch.load(d/'wgan_gp.pth', weights_only=True)
     assert ck['epoch'] == 2 and ck['meta']['kind'] == 'wgan_gp' and len(ck['history']) == 2
 
@@ -40,6 +51,7 @@ def test_relative_out_resume_and_a_damaged_judge(tmp_path):
     again = json.loads((d/'metrics.json').read_text())
     for k in ('gan', 'wgan', 'wgan_gp'):                             # all trained already: the histories are the checkpoints'
         assert again[f'{k}_fd'] == first[f'{k}_fd'] and again[f'{k}_gen_steps'] == first[f'{k}_gen_steps'], k
+        assert again[f'{k}_sweep_collapsed'] == first[f'{k}_sweep_collapsed'], k   # the sweep's runs resumed too
 
 
 def test_noise_gans_train_in_float16_with_loss_scaling():
@@ -63,17 +75,32 @@ def test_noise_gans_train_in_float16_with_loss_scaling():
     x = interpolates(real, torch.rand_like(real))
     assert torch.allclose(gradient_penalty(c(x), x, 1024.), gradient_penalty(c(x), x), rtol=1e-4)
 
-def test_a_new_run_into_the_same_folder_shows_only_its_own_grids(tmp_path):
-    "A run that starts afresh where a longer run left 22 epochs of grids: its history is its own 2 epochs, not 2 + 20 old."
+def test_a_second_shorter_run_into_the_same_folder_shows_only_its_own_grids(tmp_path):
+    "Two trainings afresh into one folder, 4 epochs then 2: the history tiles and GIF show the second's 2 grids only."
+    import dataclasses
     from types import SimpleNamespace
-    from lessons_lib.wgan import judge_callback, epoch_grids
-    samples = tmp_path/'samples'; samples.mkdir()
-    for e in range(1, 23): (samples/f'gan_{e:03d}.png').write_bytes(b'old')
-    (samples/'wgan_005.png').write_bytes(b'another kind')
-    gen = torch.nn.Sequential(torch.nn.Linear(4, 28 * 28), torch.nn.Unflatten(1, (1, 28, 28)))
-    loop = SimpleNamespace(gen=gen, device='cpu', history=[])
-    cb = judge_callback(SimpleNamespace(judge=lambda imgs, feats: dict(confident=0.5)), None, torch.randn(8, 4), tmp_path, 'gan')
-    for e in (1, 2): loop.history.append(dict(epoch=e)); cb(loop)
-    assert [f.name for f in epoch_grids(tmp_path, 'gan', 6)] == ['gan_001.png', 'gan_002.png']
-    assert (samples/'gan_002.png').read_bytes() != b'old' and (samples/'wgan_005.png').is_file()
-    assert loop.history[-1]['confident'] == 0.5
+    from PIL import Image
+    from lessons_lib.core import Config
+    from lessons_lib.wgan import (wgan_settings, train_gan, judge_callback, fixed_noise, Images, epoch_grids,
+                                  plot_history_tiles, save_gif)
+    cfg = Config(size='tiny')
+    ws = wgan_settings(cfg)
+    ds = Images(torch.rand(4 * ws.bs, 1, ws.size, ws.size, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    judge = SimpleNamespace(judge=lambda imgs, feats: dict(confident=0.5))
+    (tmp_path/'samples').mkdir(); (tmp_path/'samples'/'wgan_005.png').write_bytes(b'another kind')
+    def run(epochs, seed):
+        c = dataclasses.replace(cfg, seed=seed)
+        return train_gan('gan', c, dataclasses.replace(ws, epochs=epochs), ds, tmp_path, log=lambda s: None,
+                         after_epoch=[judge_callback(judge, None, fixed_noise(ws), tmp_path, 'gan')])
+    run(4, seed=1)
+    first = {f.name: f.read_bytes() for f in epoch_grids(tmp_path, 'gan', 10)}
+    assert sorted(first) == [f'gan_{e:03d}.png' for e in (1, 2, 3, 4)]
+    second = run(2, seed=2)
+    assert second.epoch == 2 and second.history[-1]['confident'] == 0.5
+    files = epoch_grids(tmp_path, 'gan', 6)
+    assert [f.name for f in files] == ['gan_001.png', 'gan_002.png']
+    assert files[-1].read_bytes() != first['gan_002.png']               # the second run's grid, not the first's
+    ax = plot_history_tiles(tmp_path, ['gan']).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ['epoch 1', 'epoch 2']
+    assert Image.open(save_gif(tmp_path, 'gan')).n_frames == 2
+    assert (tmp_path/'samples'/'wgan_005.png').read_bytes() == b'another kind'   # another kind's grids are its own
