@@ -255,9 +255,9 @@ def execute_lesson(name, cfg: Config, log=print) -> dict:
     stamp = _run_stamp(nb, cfg)       # what produced it, as `refresh_notebook` records: `lessons-nb adopt` can store it
     t0 = time.perf_counter()
     execute_notebook(nb, d/nb.name, cfg, log=log, progress_every=PROGRESS_EVERY.get(cfg.size))
-    if stamp: _set_metadata(d/nb.name, stamp)
-    if not is_main_process():        # rank 0 writes them
+    if not is_main_process():        # rank 0 writes them (the notebook too)
         return dict(seconds=round(time.perf_counter() - t0, 1), notebook=str(d/nb.name))
+    if stamp: _set_metadata(d/nb.name, stamp)
     f = d/'metrics.json'
     if not f.is_file(): raise LessonsError(f"the notebook {nb.name} ran but wrote no {f}; see {d/nb.name}")
     metrics = {**json.loads(f.read_text()), 'seconds': round(time.perf_counter() - t0, 1), 'notebook': str(d/nb.name)}
