@@ -63,7 +63,8 @@ def test_sigkill_mid_training_then_resume_continues_and_matches(superres_tiny, t
     assert not (out/'superres'/'metrics.json').exists()
     r = lesson7('superres', '--size', 'tiny', '--out', out, '--resume')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"MSE generator: resuming from {ck} (stage 1/1, after epoch {done['epoch']})" in r.stdout, r.stdout[-3000:]
+    assert f"mse generator (resolution): resuming from {ck} (stage 1/1, after epoch {done['epoch']})" in r.stdout, r.stdout[-3000:]
+    assert f"mse_plain generator (watermark): resuming from {ck.parent/'train_mse_plain_watermark.pth'} (its training is complete)" in r.stdout
     m = json.loads((out/'superres'/'metrics.json').read_text())
     for k in ('psnr_mse', 'psnr_feature', 'ssim_mse', 'sharpness_feature', 'lr_find_losses'):   # lr_find too: its batches are seeded
         assert m[k] == pytest.approx(ref[k], abs=1e-6), k
@@ -83,7 +84,10 @@ def test_finished_superres_resumed_gives_the_same_metrics(superres_tiny, tmp_pat
     shutil.copytree(out/'superres', tmp_path/'superres', ignore=shutil.ignore_patterns('upscaled'))
     r = lesson7('superres', '--size', 'tiny', '--out', tmp_path, '--resume')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'MSE generator: resuming from' in r.stdout and 'its training is complete' in r.stdout, r.stdout[-3000:]
+    said = [l.strip() for l in r.stdout.splitlines() if ': resuming from ' in l]
+    for job in ('mse_plain generator (resolution)', 'mse_plain generator (watermark)', 'mse generator (resolution)',
+                'mse generator (watermark)', 'feature-loss generator'):       # every training of lesson 3, each from its own file
+        assert any(f'{job}: resuming from ' in l and l.endswith('(its training is complete)') for l in said), (job, said)
     _same_metrics(json.loads((tmp_path/'superres'/'metrics.json').read_text()), ref)
 
 def test_sigkill_after_the_last_stage_then_resume_matches(superres_tiny, tmp_path):
@@ -113,7 +117,7 @@ def test_sigkill_after_the_last_stage_then_resume_matches(superres_tiny, tmp_pat
 def test_resume_with_other_settings_is_refused(superres_tiny):
     out, _ = superres_tiny
     r = lesson7('superres', '--size', 'small', '--out', out, '--resume')
-    one_line_error(r, 'train_mse.pth was made with other settings', "size: 'tiny' there, 'small' here")
+    one_line_error(r, 'train_mse_plain.pth was made with other settings', "size: 'tiny' there, 'small' here")
 
 
 # ---- 3. resuming a finished U-Net lesson works (it crashed in `learner_summary`) ----
