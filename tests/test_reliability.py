@@ -114,8 +114,9 @@ def test_sigkill_after_the_last_stage_then_resume_matches(superres_tiny, tmp_pat
     _same_metrics(json.loads((out/'superres'/'metrics.json').read_text()), ref)
 
 # ---- 5. a checkpoint made with other settings is refused in one line ----
-def test_resume_with_other_settings_is_refused(superres_tiny):
-    out, _ = superres_tiny
+def test_resume_with_other_settings_is_refused(superres_tiny, tmp_path):
+    shutil.copytree(superres_tiny[0]/'superres', tmp_path/'superres', ignore=shutil.ignore_patterns('upscaled'))
+    out = tmp_path                                       # a copy: the refused run must not touch the module's reference run
     r = lesson7('superres', '--size', 'small', '--out', out, '--resume')
     one_line_error(r, 'train_mse_plain.pth was made with other settings', "size: 'tiny' there, 'small' here")
 
