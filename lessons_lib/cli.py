@@ -426,6 +426,10 @@ def _run_stamp(nb_path, cfg: Config):
     "The metadata `refresh_notebook` records (fingerprint and settings) for a notebook of this checkout's `nbs/`; None elsewhere."
     root = repo_root()
     if Path(nb_path).resolve().parent != (root/'nbs').resolve() or not (root/'pyproject.toml').is_file(): return None
+    return _stamp(nb_path, cfg, root)
+
+def _stamp(nb_path, cfg: Config, root=None) -> dict:
+    "What produced a notebook's outputs: the fingerprint of its sources, and the settings it ran with."
     return dict(fingerprint=notebook_fingerprint(nb_path, root), size=cfg.size, data=cfg.data, bf16=cfg.bf16)
 
 def _set_metadata(nb_path, stamp: dict):
@@ -450,7 +454,7 @@ def refresh_notebook(nb_path, cfg: Config | None = None, log=print):
     cfg = cfg or get_config({})
     t0 = time.time()
     execute_notebook(nb_path, nb_path, cfg, log=log)
-    _set_metadata(nb_path, dict(fingerprint=notebook_fingerprint(nb_path), size=cfg.size, data=cfg.data, bf16=cfg.bf16))
+    _set_metadata(nb_path, _stamp(nb_path, cfg))
     lesson = next((k for k, v in LESSONS.items() if v == nb_path.name), None)     # a lesson: its headlines, for report.md
     f = Path(cfg.out or default_out())/str(lesson)/'metrics.json'
     if lesson and f.is_file() and f.stat().st_mtime >= t0: record_headlines(nb_path, json.loads(f.read_text()), lesson)
@@ -482,7 +486,9 @@ def adopt_run(out, nbs=None, log=print) -> list:
             log(f"{name}: {run_path} ran at size={stamp.get('size')}, data={stamp.get('data')}, not the defaults: not adopted"); continue
         nb = nbformat.read(dest, as_version=4)      # the same code cells, in the same order (the fingerprint says so)
         for c, r in zip(*[[c for c in n.cells if c.cell_type == 'code'] for n in (nb, run)]):
-            c.outputs, c.execution_count = _relative_paths(r.outputs, where, here), r.execution_count
+            c.outputs, c.execution_count = _relative_paths(r.outputs, where, here), None     # stored clean, as nbdev-clean leaves it
+            for o in c.outputs:
+                if 'execution_count' in o: o['execution_count'] = None
         nb.metadata[FINGERPRINT_KEY] = stamp
         save_notebook(nb, dest)
         if (f := Path(out)/name/'metrics.json').is_file(): record_headlines(dest, json.loads(f.read_text()), name)

@@ -163,7 +163,7 @@ def test_adopt_stores_the_outputs_of_a_lesson7_run_only_where_its_fingerprint_ho
         "What `execute_lesson` leaves: the notebook executed (here: one output per code cell), stamped as it stamps it."
         nb = nbformat.read(REPO/'nbs'/cli.LESSONS[name], as_version=4)
         for c in nb.cells:
-            if c.cell_type == 'code': c.outputs = [nbformat.v4.new_output('stream', name='stdout', text=f'{marker}\n'),
+            if c.cell_type == 'code': c.execution_count = 7; c.outputs = [nbformat.v4.new_output('stream', name='stdout', text=f'{marker}\n'),
                                                    nbformat.v4.new_output('stream', name='stdout', text=f"saved {tmp_path/'out'/name}/x.png\n")]
         nb.metadata['lessons_lib'] = cli._run_stamp(REPO/'nbs'/cli.LESSONS[name], Config(size=size))
         d = tmp_path/'out'/name; d.mkdir(parents=True); nbformat.write(nb, d/cli.LESSONS[name])
@@ -180,6 +180,7 @@ def test_adopt_stores_the_outputs_of_a_lesson7_run_only_where_its_fingerprint_ho
     got = nbformat.read(nbs/cli.LESSONS['resnet'], as_version=4)
     assert all(c.outputs[0].text == 'from the run\n' for c in got.cells if c.cell_type == 'code')
     assert all(c.outputs[1].text == 'saved out/resnet/x.png\n' for c in got.cells if c.cell_type == 'code')   # no machine path
+    assert all(c.execution_count is None for c in got.cells if c.cell_type == 'code')                   # stored clean
     assert 'A sentence written after the run.' in ''.join(c.source for c in got.cells if c.cell_type == 'markdown')
     assert got.metadata['lessons_lib']['fingerprint'] == cli.notebook_fingerprint(REPO/'nbs'/cli.LESSONS['resnet'])
     assert any('unet' in s and 'size=tiny' in s and 'not adopted' in s for s in said), said
