@@ -224,6 +224,11 @@ def _distinct(ms: dict, path: str) -> str:
 
 def _duration(s: float) -> str: return f'{s:,.0f} s ({s // 60:.0f} min {s % 60:.0f} s)' if s >= 60 else f'{s:.0f} s'
 
+def _resumed_note(ms: dict) -> str:
+    "What the total time leaves out: the training before a resume, for the lessons of `ms` that were resumed."
+    names = [n for n, m in ms.items() if lookup(m, 'config/resume')]
+    return f"; resumed from checkpoints: {', '.join(names)} (their training before the resume is not in it)" if names else ''
+
 def run_header(ms: dict, names, started: float | None = None, stored: dict | None = None) -> list[str]:
     "Markdown lines of the header of the run whose metrics (by lesson) are `ms`; `stored`: each lesson's `stored_meta`."
     stored, missing = stored or {}, [n for n in names if n not in ms]
@@ -238,7 +243,7 @@ def run_header(ms: dict, names, started: float | None = None, stored: dict | Non
             'device': _distinct(ms, 'hardware/device'),
             'CPU': cpu + ('' if threads == '—' else f' ({threads} threads)'),
             'precision': _distinct(ms, 'hardware/precision'), 'commit': code_version(),
-            'total time': _duration(secs) if secs else '—'}
+            'total time': (_duration(secs) if secs else '—') + _resumed_note(ms)}
     if ms: rows['stored run'] = old if stored else 'none found (no notebooks beside this copy of lessons_lib)'
     lines = ['| run | |', '|---|---|', *(f'| {k} | {v} |' for k, v in rows.items())]
     if stored and n_old and _distinct(ms, 'size') != _distinct(stored, 'size'):
@@ -250,7 +255,8 @@ def run_header(ms: dict, names, started: float | None = None, stored: dict | Non
 def report_section(name: str, d: Path, metrics: dict, stored: dict | None = None) -> str:
     "Lesson `name`'s section of the report (its outputs in `d`, its `metrics`), beside the `stored` run's headline values."
     h, stored, lines = HEADLINES.get(name), stored or {}, []
-    secs = f" (ran {metrics['seconds']:,.0f} s)" if isinstance(metrics.get('seconds'), (int, float)) else ''
+    resumed = ', resumed from its checkpoints' if lookup(metrics, 'config/resume') else ''   # (its earlier training not counted)
+    secs = f" (ran {metrics['seconds']:,.0f} s{resumed})" if isinstance(metrics.get('seconds'), (int, float)) else ''
     lines += [f'## {h.title if h else name}{secs}', '']
     if h:
         this = headline_values(h, metrics)

@@ -121,3 +121,14 @@ def test_recorded_headlines_survive_nbdev_clean_beside_the_fingerprint(tmp_path)
     subprocess.run([str(BIN/'nbdev-clean'), '--fname', str(nb)], cwd=tmp_path, check=True, capture_output=True)
     meta = json.loads(nb.read_text())['metadata']['lessons_lib']
     assert meta['fingerprint'] == 'abc' and meta['headlines'] == vals == stored_headlines(nb)
+
+
+def test_a_resumed_lesson_says_so_beside_its_time(tmp_path):
+    "A lesson resumed from checkpoints ran for seconds its training did not take: the section and the total say so."
+    out = _fake_run(tmp_path/'results', seconds=126.0)
+    f = out/'superres'/'metrics.json'; m = json.loads(f.read_text())
+    m['config']['resume'] = True; f.write_text(json.dumps(m))
+    txt = write_report(out, list(cli.LESSONS), nbs=_fake_nbs(tmp_path/'nbs'), started=None).read_text()
+    assert '## 3 Super-resolution: pixel MSE, the jobs in turn, then the feature loss (ran 126 s, resumed from its checkpoints)' in txt
+    assert '| total time | 630 s (10 min 30 s); resumed from checkpoints: superres (their training before the resume is not in it) |' in txt
+    assert '## 1 ResNet on MNIST: skip connections (ran 126 s)' in txt                 # the lessons that were not resumed: as before
