@@ -265,7 +265,7 @@ def execute_lesson(name, cfg: Config, log=print) -> dict:
     return metrics
 
 # %% ../nbs/00h_cli.ipynb #6ddc0ef0
-from .report import write_report, record_headlines   # report.md of `lesson7 all`, headlines of the stored run: see 00k_report
+from .report import write_report, record_headlines, headline_values, HEADLINES   # report.md of `lesson7 all`, headlines of the stored run: see 00k_report
 
 
 # %% ../nbs/00h_cli.ipynb #0705ca5f
@@ -489,9 +489,10 @@ def adopt_run(out, nbs=None, log=print) -> list:
             c.outputs, c.execution_count = _relative_paths(r.outputs, where, here), None     # stored clean, as nbdev-clean leaves it
             for o in c.outputs:
                 if 'execution_count' in o: o['execution_count'] = None
+        if (f := Path(out)/name/'metrics.json').is_file() and name in HEADLINES:     # the headlines too: one write
+            stamp = {**stamp, 'headlines': headline_values(HEADLINES[name], json.loads(f.read_text()))}
         nb.metadata[FINGERPRINT_KEY] = stamp
         save_notebook(nb, dest)
-        if (f := Path(out)/name/'metrics.json').is_file(): record_headlines(dest, json.loads(f.read_text()), name)
         log(f'{name}: the outputs of {run_path} stored in {dest}'); done.append(dest)
     return done
 

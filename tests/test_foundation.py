@@ -6,6 +6,7 @@ from PIL import Image
 from conftest import lesson7, BIN, REPO
 from lessons_lib import core, data, weights, memory, cli
 from lessons_lib.core import Config, ConfigError, get_config
+from lessons_lib.report import stored_headlines
 
 # --- config -----------------------------------------------------------------------------------------------
 def test_config_layers_defaults_env_and_args():
@@ -167,6 +168,7 @@ def test_adopt_stores_the_outputs_of_a_lesson7_run_only_where_its_fingerprint_ho
                                                    nbformat.v4.new_output('stream', name='stdout', text=f"saved {tmp_path/'out'/name}/x.png\n")]
         nb.metadata['lessons_lib'] = cli._run_stamp(REPO/'nbs'/cli.LESSONS[name], Config(size=size))
         d = tmp_path/'out'/name; d.mkdir(parents=True); nbformat.write(nb, d/cli.LESSONS[name])
+        (d/'metrics.json').write_text(json.dumps({**stored_headlines(REPO/'nbs'/cli.LESSONS[name]), 'resnet_acc': 0.123}))
     fake_run('resnet'); fake_run('unet', size='tiny'); fake_run('superres')
     md = nbformat.read(nbs/cli.LESSONS['resnet'], as_version=4)
     md.cells[[c.cell_type for c in md.cells].index('markdown')].source += '\n\nA sentence written after the run.'
@@ -183,6 +185,7 @@ def test_adopt_stores_the_outputs_of_a_lesson7_run_only_where_its_fingerprint_ho
     assert all(c.execution_count is None for c in got.cells if c.cell_type == 'code')                   # stored clean
     assert 'A sentence written after the run.' in ''.join(c.source for c in got.cells if c.cell_type == 'markdown')
     assert got.metadata['lessons_lib']['fingerprint'] == cli.notebook_fingerprint(REPO/'nbs'/cli.LESSONS['resnet'])
+    assert stored_headlines(nbs/cli.LESSONS['resnet'])['resnet_acc'] == 0.123                      # the run's headlines, recorded
     assert any('unet' in s and 'size=tiny' in s and 'not adopted' in s for s in said), said
     assert any('superres' in s and 'ran other code' in s for s in said), said
     assert any('gan: no ' in s for s in said), said
