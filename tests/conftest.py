@@ -1,9 +1,14 @@
-import os, socket, subprocess, sys
+import os, signal, socket, subprocess, sys
 from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
+
+def ctrl_c_default():
+    "Popen's `preexec_fn` for a child a test will Ctrl-C: SIGINT at its default, as in a terminal. A shell's background job "
+    "(`make test &`) starts with SIGINT ignored, a child inherits that, and its Python then never raises KeyboardInterrupt."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 @pytest.fixture
 def no_network(monkeypatch):

@@ -3,7 +3,7 @@ import json, os, re, resource, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import nbformat, psutil, pytest
 from PIL import Image
-from conftest import BIN, lesson7
+from conftest import BIN, ctrl_c_default, lesson7
 
 METRICS = ("from lessons_lib.core import get_config, lesson_dir, save_json\n"
            "save_json({'size': get_config().size}, lesson_dir(get_config(), 'resnet')/'metrics.json')")
@@ -18,7 +18,7 @@ def start(args, log: Path, env=None) -> subprocess.Popen:
     "`lesson7 ARGS` started in a session of its own, its stdout into `log`, its stderr piped."
     with open(log, 'wb') as f:
         return subprocess.Popen([str(BIN/'lesson7'), *map(str, args)], stdout=f, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, env={**os.environ, **(env or {})})
+                                start_new_session=True, env={**os.environ, **(env or {})}, preexec_fn=ctrl_c_default)
 
 def wait_for(text, log: Path, proc, timeout=600) -> bool:
     "Whether `text` appeared in `log` before `proc` ended or `timeout` seconds passed."

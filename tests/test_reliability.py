@@ -3,7 +3,7 @@ import gc, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import psutil, pytest, torch
 from PIL import Image
-from conftest import lesson7, BIN, REPO
+from conftest import lesson7, BIN, REPO, ctrl_c_default
 from lessons_lib.core import Config
 from lessons_lib.weights import load_checkpoint
 
@@ -216,7 +216,7 @@ def test_unclosed_feature_loss_releases_hooks():
 # ---- the interrupt message says whether anything was kept ----
 def test_interrupt_before_any_checkpoint_says_so(tmp_path):
     proc = subprocess.Popen([str(BIN/'lesson7'), 'resnet', '--size', 'tiny', '--out', str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default)
     deadline = time.time() + 300
     def kernel_started():                 # torch's import spawns short-lived helpers too: wait for the kernel itself
         try: return any('ipykernel' in ' '.join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True))
